@@ -1,0 +1,30 @@
+# Two entry points (see README): `make run` and `make test`. Both create the
+# virtualenv from requirements.txt on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: run test lint venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+# The main job on the embedded SQLite default.
+run: export DEBUG ?= 1
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+# The test suite; set DATABASE_URL=postgres://... to run it on PostgreSQL.
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,83 @@
+"""Shared set-up for the benchmarks: a dedicated, migrated database and timing helpers.
+
+Benchmarks print figures; they assert nothing. They use BENCH_DATABASE_URL
+(default: a fresh SQLite file under var/) and never the application's own
+database: a PostgreSQL benchmark database is dropped and re-created.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def setup_django(*, fresh: bool = True) -> str:
+    """Point Django at the benchmark database, (re)create and migrate it; returns the vendor."""
+    sys.path.insert(0, str(ROOT))
+    url = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench.sqlite3'}")
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "edm.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    if fresh:
+        _recreate(url)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    return connection.vendor
+
+
+def _recreate(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    import dj_database_url
+    import psycopg
+
+    cfg = dj_database_url.parse(url)
+    with psycopg.connect(
+        host=cfg["HOST"] or "127.0.0.1",
+        port=cfg["PORT"] or 5432,
+        user=cfg["USER"] or "postgres",
+        password=cfg["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def time_calls(func: Callable[[], object], repeat: int) -> list[float]:
+    """Wall time of each call in milliseconds."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def summary(samples: list[float]) -> str:
+    return (
+        f"p50 {percentile(samples, 50):.3f} ms  p99 {percentile(samples, 99):.3f} ms  "
+        f"mean {statistics.fmean(samples):.3f} ms  (n={len(samples)})"
+    )

@@ -1,0 +1,31 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class ConfigItem(models.Model):
+    """One stored configuration value, keyed by (category, key).
+
+    Only values that differ from the declared default need a row; the typed
+    declarations (type, default, bounds) live in code.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    category = models.CharField(max_length=50)
+    key = models.CharField(max_length=100)
+    value = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        db_table = "config_items"
+        ordering = ["category", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["category", "key"], name="uniq_config_items_category_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category}.{self.key}"

@@ -1,0 +1,112 @@
+"""Typed readers for settings taken from the environment.
+
+Each reader fails with an ``ImproperlyConfigured`` naming the variable and
+what was wrong with it, so a typo in a deployment stops the process at start
+instead of surfacing as odd behaviour later.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from collections.abc import Mapping
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
+    value = (os.environ if environ is None else environ).get(name)
+    return None if value is None else value.strip()
+
+
+def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:
+    value = _raw(name, environ)
+    return default if value in (None, "") else value
+
+
+def env_required(name: str, *, why: str, environ: Mapping[str, str] | None = None) -> str:
+    value = _raw(name, environ)
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set: {why}")
+    return value
+
+
+def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)")
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}")
+    return number
+
+
+def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
+    value = _raw(name, environ)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_timezone(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
+    value = env_str(name, default, environ=environ)
+    assert value is not None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from None
+    return value
+
+
+def env_database(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    url = env_str(name, default, environ=environ)
+    assert url is not None
+    try:
+        config = dj_database_url.parse(url)
+    except (ValueError, KeyError):
+        # The message must not echo the URL: it may carry a password.
+        scheme = url.split(":", 1)[0]
+        raise ImproperlyConfigured(
+            f"{name} is not a usable database URL (scheme {scheme!r}); use postgres://user@host:port/name "
+            "or sqlite:///path/to/file.sqlite3"
+        ) from None
+    engine = config.get("ENGINE", "")
+    if engine not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
+        scheme = url.split(":", 1)[0]
+        raise ImproperlyConfigured(
+            f"{name} must point at PostgreSQL (postgres://…) or SQLite (sqlite:///…), not a {scheme!r} URL"
+        )
+    return config
+
+
+def env_redis_url(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    url = env_str(name, None, environ=environ)
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"{name}={url!r} is not a Redis URL (redis://host:port/db)")
+    return url

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from tests import factories
+
+# Every factory as two fixtures: ``<name>_factory`` (the class, to build
+# many or customise) and ``<name>`` (one saved instance with defaults).
+_FACTORIES = {
+    "user": factories.UserFactory,
+    "contact": factories.ContactFactory,
+    "tag": factories.TagFactory,
+    "email_service": factories.EmailServiceFactory,
+    "task": factories.TaskFactory,
+    "subtask": factories.SubTaskFactory,
+    "task_wait_metric": factories.TaskWaitMetricFactory,
+    "config_item": factories.ConfigItemFactory,
+}
+
+
+def _make_fixtures(name: str, factory_class: type) -> None:
+    def factory_fixture(db):
+        return factory_class
+
+    def instance_fixture(db):
+        return factory_class()
+
+    factory_fixture.__name__ = f"{name}_factory"
+    instance_fixture.__name__ = name
+    globals()[f"{name}_factory"] = pytest.fixture(factory_fixture, name=f"{name}_factory")
+    globals()[name] = pytest.fixture(instance_fixture, name=name)
+
+
+for _name, _factory in _FACTORIES.items():
+    _make_fixtures(_name, _factory)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip PostgreSQL-only tests when the suite runs on SQLite (the one allowed skip)."""
+    if connection.vendor == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: run with DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres_only" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,17 @@
+"""Settings for the test suite: edm.settings plus what only tests want."""
+
+import os
+
+# Tests never need a real secret; production refuses to start without one.
+os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+
+from edm.settings import *  # noqa: F403
+from edm.settings import BASE_DIR, DATABASES
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CELERY_TASK_ALWAYS_EAGER = True
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so that subprocesses started by a test (a
+    # scheduler, a management command) see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test_edm.sqlite3")}
