@@ -22,7 +22,7 @@ def setup_django(*, fresh: bool = True) -> str:
     sys.path.insert(0, str(ROOT))
     url = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench.sqlite3'}")
     os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "edm.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     if fresh:

@@ -38,3 +38,80 @@ class TaskWaitMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.status}"
+
+
+class Alert(models.Model):
+    """Something an operator should know about; one open alert per (type, subject).
+
+    Raising an alert that is already open bumps its count and last-seen time
+    instead of adding a row, so a service failing a thousand times is one alert.
+    """
+
+    class Severity(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+        EMERGENCY = "emergency", "Emergency"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        RESOLVED = "resolved", "Resolved"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    alert_type = models.CharField(max_length=50)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    subject = models.CharField(max_length=100, help_text='What it is about, e.g. "service:<id>" or "task:<id>".')
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
+    occurrences = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "alerts"
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert_type", "subject"],
+                condition=~models.Q(status="resolved"),
+                name="uniq_alerts_open_type_subject",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-last_seen_at"], name="idx_alerts_status_seen")]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.alert_type} {self.subject}"
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per scheduler process, refreshed every few seconds while it runs.
+
+    Recovery treats the claims of a worker whose heartbeat went stale as
+    abandoned; health checks count live workers from here.
+    """
+
+    worker_id = models.CharField(max_length=200, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    concurrency = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    in_flight = models.PositiveIntegerField(default=0)
+    sent = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "worker_heartbeats"
+        ordering = ["-last_seen_at"]
+        indexes = [models.Index(fields=["last_seen_at"], name="idx_worker_heartbeats_seen")]
+
+    def __str__(self) -> str:
+        return self.worker_id

@@ -4,6 +4,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+
+from edm.ids import uuid7
 
 
 class EmailService(models.Model):
@@ -59,6 +62,9 @@ class EmailService(models.Model):
     total_failed = models.IntegerField(default=0)
     success_rate = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("100.00"))
     avg_response_time = models.IntegerField(default=0, help_text="Milliseconds.")
+    consecutive_failures = models.IntegerField(
+        default=0, help_text="Failed sends since the last success; the service backs off past a threshold."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -127,6 +133,13 @@ class Task(models.Model):
         db_table = "tasks"
         ordering = ["-created_at"]
         indexes = [
+            # The claim's "runnable tasks of this user, by priority then age":
+            # owner_id = %s AND status IN ('pending', 'sending') ORDER BY priority DESC, created_at.
+            models.Index(
+                fields=["owner", "-priority", "created_at", "id"],
+                name="idx_tasks_owner_runnable",
+                condition=Q(status__in=["pending", "sending"]),
+            ),
             # Stuck-task recovery: status = 'sending' AND updated_at < now - 30 min.
             models.Index(
                 fields=["status", "updated_at"],
@@ -154,7 +167,8 @@ class SubTask(models.Model):
     WITH_SERVICE = (Status.ALLOCATED, Status.PROCESSING, Status.SENT)
     TERMINAL = (Status.SENT, Status.FAILED, Status.CANCELLED)
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Time-ordered ids: bulk inserts append to the primary key index.
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="subtasks")
     # Denormalised from task.owner: fair rotation picks work per user.
     owner = models.ForeignKey(
@@ -171,7 +185,7 @@ class SubTask(models.Model):
     sender_email = models.EmailField(max_length=254, null=True, blank=True)
     attempts = models.IntegerField(default=0)
     error_message = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Not claimed before this moment.")
+    next_attempt_at = models.DateTimeField(default=timezone.now, help_text="Not claimed before this moment.")
     message_id = models.CharField(max_length=255, blank=True, help_text="Stable across every attempt.")
     sent_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
@@ -192,6 +206,13 @@ class SubTask(models.Model):
                 condition=Q(status="pending"),
             ),
             models.Index(fields=["task", "status"], name="idx_subtasks_task_status"),
+            # The claim's per-task pick: task_id = %s AND status = 'pending'
+            # AND next_attempt_at <= now ORDER BY next_attempt_at, id LIMIT n.
+            models.Index(
+                fields=["task", "next_attempt_at", "id"],
+                name="idx_subtasks_claim",
+                condition=Q(status="pending"),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -202,3 +223,62 @@ class SubTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient_email} ({self.status})"
+
+
+class UserQueue(models.Model):
+    """Fair rotation state: one row per user who has (or may soon have) work.
+
+    Claims take users in ``turn`` order (oldest turn first) and move each one
+    served to the back by giving it a new, larger turn; held in the database,
+    the rotation is shared by every scheduler process. ``ready_at`` is the
+    earliest moment the user may have a claimable subtask; NULL takes the user
+    out of the rotation until new work activates it again.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="queue"
+    )
+    turn = models.BigIntegerField(default=0)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "user_queues"
+        indexes = [
+            # The claim's "next users in rotation": ready_at <= now ORDER BY turn, user_id.
+            models.Index(fields=["turn", "user"], name="idx_user_queues_rotation", condition=Q(ready_at__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} turn {self.turn}"
+
+
+class SendAttempt(models.Model):
+    """One attempt to deliver a subtask: through which service, when, and what the server said."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent", "Sent"
+        TRANSIENT = "transient", "Transient failure"
+        PERMANENT = "permanent", "Permanent failure"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    subtask = models.ForeignKey(SubTask, on_delete=models.CASCADE, related_name="attempts_log")
+    service = models.ForeignKey(EmailService, null=True, on_delete=models.SET_NULL, related_name="attempts")
+    worker_id = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    smtp_code = models.IntegerField(null=True, blank=True)
+    smtp_reply = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "send_attempts"
+        ordering = ["started_at"]
+        indexes = [models.Index(fields=["started_at"], name="idx_send_attempts_started")]
+
+    def __str__(self) -> str:
+        return f"{self.subtask_id} {self.outcome}"
+
+    @property
+    def duration_ms(self) -> int:
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)

@@ -1,0 +1,166 @@
+"""Drain N subtasks through S services (sending_rate 0) into a local SMTP sink.
+
+    python bench/drain.py [--subtasks 20000] [--services 10] [--users 100]
+                          [--processes 1] [--concurrency 8] [--latency-ms 0]
+
+Uses BENCH_DATABASE_URL (PostgreSQL for several processes). Prints mails/s,
+claim latency p50/p99, first-send wait p50/p99 and RSS per scheduler process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, percentile, setup_django
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subtasks", type=int, default=20000)
+    parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--batch", type=int, default=50, help="queue.claim_batch_size")
+    parser.add_argument(
+        "--sink",
+        choices=["aiosmtpd", "fast"],
+        default="aiosmtpd",
+        help="aiosmtpd (the tests' SMTP server) or bench/fast_sink.py (a minimal SMTP peer using far less CPU)",
+    )
+    args = parser.parse_args()
+
+    vendor = setup_django()
+    from django.db import connection
+
+    from accounts.models import User
+    from config.services import ConfigManagerService
+    from monitoring.models import TaskWaitMetric
+    from queues.models import EmailService, SendAttempt, SubTask
+    from queues.services import task_create
+
+    sink_script = "sink_server.py" if args.sink == "aiosmtpd" else "fast_sink.py"
+    sink = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / sink_script), "--latency-ms", str(args.latency_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = int(sink.stdout.readline())
+
+    ConfigManagerService.set_config("queue", "claim_batch_size", args.batch)
+    EmailService.objects.bulk_create(
+        EmailService(
+            name=f"bench-{i}",
+            host="127.0.0.1",
+            port=port,
+            security="none",
+            from_email=f"bench-{i}@edm.example",
+            sending_rate=0,
+            daily_quota=10_000_000,
+        )
+        for i in range(args.services)
+    )
+    users = [User.objects.create(username=f"u{i}") for i in range(args.users)]
+    per_user = args.subtasks // args.users
+    setup_start = time.perf_counter()
+    for i, user in enumerate(users):
+        task_create(
+            owner=user,
+            name=f"bench {i}",
+            subject="Hello {{ contact.first_name }}",
+            body_text="Hi {{ contact.first_name }}, this is a benchmark mail.\n" * 5,
+            body_html="<p>Hi <b>{{ contact.first_name }}</b>, this is a benchmark mail.</p>" * 5,
+            recipients=[{"email": f"r{j}@u{i}.example", "first_name": f"R{j}"} for j in range(per_user)],
+        )
+    setup_seconds = time.perf_counter() - setup_start
+    total = SubTask.objects.count()
+    if vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+    connection.close()
+
+    env = dict(os.environ, LOG_LEVEL="WARNING")
+    stats_dir = Path(tempfile.mkdtemp(prefix="edm-bench-"))
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "run_scheduler",
+                "--until-empty",
+                "--concurrency",
+                str(args.concurrency),
+                "--stats-file",
+                str(stats_dir / f"{i}.json"),
+            ],
+            env=env,
+        )
+        for i in range(args.processes)
+    ]
+    rss = {p.pid: [] for p in procs}
+    while any(p.poll() is None for p in procs):
+        for p in procs:
+            rss[p.pid].append(_rss_mb(p.pid))
+        time.sleep(0.2)
+    wall = time.perf_counter() - started
+    sink.terminate()
+    sink_summary = sink.stdout.read().strip()
+
+    stats = [json.loads((stats_dir / f"{i}.json").read_text()) for i in range(args.processes)]
+    span = SendAttempt.objects.filter(outcome="sent")
+    first = span.order_by("started_at").values_list("started_at", flat=True).first()
+    last = span.order_by("-finished_at").values_list("finished_at", flat=True).first()
+    sent = SubTask.objects.filter(status="sent").count()
+    waits = [
+        (m.first_send_time - m.queue_entry_time).total_seconds()
+        for m in TaskWaitMetric.objects.exclude(first_send_time=None)
+    ]
+    drain = (last - first).total_seconds()
+    print(
+        f"database {vendor}; {total} subtasks, {args.users} users, {args.services} services (rate 0); "
+        f"{args.sink} sink, latency {args.latency_ms:g} ms; {args.processes} scheduler process(es) x concurrency "
+        f"{args.concurrency}, claim batch {args.batch}"
+    )
+    print(f"task creation (API-level task_create): {total / setup_seconds:.0f} subtasks/s")
+    print(f"sent {sent}/{total}; sink {sink_summary}")
+    print(f"mails/s: {sent / drain:.0f} (first to last send, {drain:.2f} s); {sent / wall:.0f} incl. process start")
+    for s in stats:
+        print(
+            f"  worker {s['worker_id']}: sent {s['sent']}, {s['claims']} claims, "
+            f"claim p50 {s['claim_ms_p50']:.2f} ms p99 {s['claim_ms_p99']:.2f} ms"
+        )
+    print(
+        f"first-send wait across {len(waits)} tasks: p50 {percentile(waits, 50) * 1000:.0f} ms, "
+        f"p99 {percentile(waits, 99) * 1000:.0f} ms (includes process start)"
+    )
+    for pid, samples in rss.items():
+        samples = [s for s in samples if s]
+        if samples:
+            mid = samples[len(samples) // 2]
+            print(
+                f"  RSS pid {pid}: start {samples[0]:.0f} MB, middle {mid:.0f} MB, end {samples[-1]:.0f} MB, "
+                f"peak {max(samples):.0f} MB"
+            )
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+
+if __name__ == "__main__":
+    main()

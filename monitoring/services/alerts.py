@@ -1,0 +1,70 @@
+"""AlertManagerService: raise, de-duplicate, acknowledge and resolve alerts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from monitoring.models import Alert
+
+logger = logging.getLogger(__name__)
+
+_SEVERITY_ORDER = [s.value for s in Alert.Severity]
+
+
+class AlertManagerService:
+    @staticmethod
+    def create_alert(
+        *, alert_type: str, severity: str, subject: str, message: str, details: dict[str, Any] | None = None
+    ) -> Alert:
+        """Open an alert, or count one more occurrence of the open alert of that type and subject."""
+        now = timezone.now()
+        open_alerts = Alert.objects.filter(alert_type=alert_type, subject=subject).exclude(status=Alert.Status.RESOLVED)
+        for _ in range(3):
+            updated = open_alerts.update(
+                occurrences=F("occurrences") + 1, last_seen_at=now, message=message, details=details or {}
+            )
+            if updated:
+                alert = open_alerts.get()
+                if _SEVERITY_ORDER.index(severity) > _SEVERITY_ORDER.index(alert.severity):
+                    open_alerts.update(severity=severity)
+                    alert.severity = severity
+                return alert
+            try:
+                with transaction.atomic():
+                    alert = Alert.objects.create(
+                        alert_type=alert_type,
+                        severity=severity,
+                        subject=subject,
+                        message=message,
+                        details=details or {},
+                        last_seen_at=now,
+                    )
+            except IntegrityError:
+                continue  # raised by another process a moment ago: count it as an occurrence
+            logger.warning("alert raised", extra={"alert_type": alert_type, "subject": subject, "severity": severity})
+            return alert
+        raise RuntimeError(f"could not raise alert {alert_type} {subject}")  # pragma: no cover
+
+    @staticmethod
+    def resolve_alert(*, alert_type: str, subject: str) -> int:
+        """Resolve the open alert of that type and subject, if any; returns how many were resolved."""
+        resolved = (
+            Alert.objects.filter(alert_type=alert_type, subject=subject)
+            .exclude(status=Alert.Status.RESOLVED)
+            .update(status=Alert.Status.RESOLVED, resolved_at=timezone.now())
+        )
+        if resolved:
+            logger.info("alert resolved", extra={"alert_type": alert_type, "subject": subject})
+        return resolved
+
+    @staticmethod
+    def acknowledge_alert(alert: Alert, *, user) -> bool:
+        updated = Alert.objects.filter(pk=alert.pk, status=Alert.Status.OPEN).update(
+            status=Alert.Status.ACKNOWLEDGED, acknowledged_at=timezone.now(), acknowledged_by=user
+        )
+        return bool(updated)

@@ -1,0 +1,81 @@
+"""TaskWaitMonitorService: how long tasks wait between entering the queue and their first send."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+
+from django.utils import timezone
+
+from config.services import get_config_by_category
+from monitoring.models import Alert, TaskWaitMetric
+from monitoring.services.alerts import AlertManagerService
+
+logger = logging.getLogger(__name__)
+
+
+def wait_severity(wait_seconds: float) -> str | None:
+    """The alert level a wait reaches by the alerts.* thresholds, or None below the warning."""
+    thresholds = get_config_by_category("alerts")
+    for severity, key in (
+        (Alert.Severity.EMERGENCY, "emergency_seconds"),
+        (Alert.Severity.CRITICAL, "critical_seconds"),
+        (Alert.Severity.WARNING, "warning_seconds"),
+    ):
+        if wait_seconds >= thresholds[key]:
+            return severity
+    return None
+
+
+class TaskWaitMonitorService:
+    @staticmethod
+    def record_task_entry(*, task_id, user_id, entry_time: dt.datetime | None = None) -> TaskWaitMetric:
+        """A task entered the queue (or will, at its scheduled time)."""
+        return TaskWaitMetric.objects.create(
+            task_id=task_id,
+            user_id=user_id,
+            queue_entry_time=entry_time or timezone.now(),
+            status=TaskWaitMetric.Status.WAITING,
+        )
+
+    @staticmethod
+    def record_first_send(*, task_id, send_time: dt.datetime | None = None) -> int | None:
+        """Record a task's first sent mail; returns the wait in seconds, or None if already recorded."""
+        send_time = send_time or timezone.now()
+        metric = (
+            TaskWaitMetric.objects.filter(task_id=task_id, status=TaskWaitMetric.Status.WAITING)
+            .values("id", "queue_entry_time", "user_id")
+            .first()
+        )
+        if metric is None:
+            return None
+        wait = max(0, int((send_time - metric["queue_entry_time"]).total_seconds()))
+        # Compare-and-set on the status: of several workers sending the task's
+        # first mails at once, exactly one records the first send.
+        updated = TaskWaitMetric.objects.filter(pk=metric["id"], status=TaskWaitMetric.Status.WAITING).update(
+            status=TaskWaitMetric.Status.PROCESSING, first_send_time=send_time, wait_duration_seconds=wait
+        )
+        if not updated:
+            return None
+        AlertManagerService.resolve_alert(alert_type="task_waiting", subject=f"task:{task_id}")
+        severity = wait_severity(wait)
+        if severity is not None:
+            AlertManagerService.create_alert(
+                alert_type="task_wait_exceeded",
+                severity=severity,
+                subject=f"task:{task_id}",
+                message=f"Task {task_id} waited {wait} s for its first send ({severity} threshold reached).",
+                details={"task_id": str(task_id), "user_id": str(metric["user_id"]), "wait_seconds": wait},
+            )
+        return wait
+
+    @classmethod
+    def record_first_sends(cls, first_sends: Iterable[tuple[object, dt.datetime]]) -> dict[object, int]:
+        """Batch form: {task_id: wait} for the tasks whose first send this call recorded."""
+        recorded = {}
+        for task_id, send_time in first_sends:
+            wait = cls.record_first_send(task_id=task_id, send_time=send_time)
+            if wait is not None:
+                recorded[task_id] = wait
+        return recorded

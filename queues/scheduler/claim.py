@@ -1,0 +1,448 @@
+"""The claim: reserve service slots and the next subtasks, fairly, in one short transaction.
+
+Order of work inside the transaction (every lock taken with SKIP LOCKED, so
+concurrent claimers never wait on each other and never take the same row):
+
+1. ready services, the plan's order (used_quota ascending; least recently
+   used first among equals), locked;
+2. slots: one per ready rate-limited service (it then stays reserved until
+   its send is recorded), as many as quota allows for a service without a
+   rate;
+3. the next users in the rotation, locked, and each one's next subtasks:
+   runnable tasks by priority then age, each task's due subtasks oldest first;
+4. subtasks marked allocated with a claim token, worker id and time; quota
+   counted; rate-limited services leased; served users moved to the back.
+
+No SMTP happens here: the caller sends after commit and records afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+import uuid
+import zoneinfo
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Greatest, Now
+from django.utils import timezone
+
+from queues.models import EmailService, SubTask, Task, UserQueue
+from queues.rotation import next_turn, user_queue_activate, user_queue_defer
+from queues.scheduler import pgsql
+
+RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
+MAX_SERVICES_PER_CLAIM = 16
+CLAIMED_STATUSES = (SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING)
+
+
+class ClaimStatus(enum.Enum):
+    CLAIMED = "claimed"
+    NO_SERVICE = "no_service"  # nothing can send now: all services busy, disabled or out of quota
+    NO_WORK = "no_work"  # services are ready but no subtask is claimable
+    # Try again at once: ready rows exist but other claimers hold them, or the
+    # rotation just moved past users that turned out to have nothing to send.
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class ClaimedSubTask:
+    id: uuid.UUID
+    task_id: uuid.UUID
+    owner_id: uuid.UUID
+    service_id: uuid.UUID
+    recipient_email: str
+    message_id: str
+    attempts: int
+    contact: dict | None
+
+
+@dataclass
+class Claim:
+    status: ClaimStatus
+    token: uuid.UUID | None = None
+    started_at: dt.datetime | None = None
+    items: list[ClaimedSubTask] = field(default_factory=list)
+    services: dict[uuid.UUID, EmailService] = field(default_factory=dict)
+    # Rate-limited services leased by this claim: {service id: lease end}.
+    leases: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
+
+
+def quota_day(now: dt.datetime, tz_name: str) -> dt.date:
+    """The quota day ``now`` falls in: the calendar date in the quota time zone."""
+    return now.astimezone(zoneinfo.ZoneInfo(tz_name)).date()
+
+
+def ready_services_query(today: dt.date) -> Q:
+    """The plan's ready condition; a quota counted for an earlier day no longer counts."""
+    return (
+        Q(is_enabled=True)
+        & (Q(next_available_at__isnull=True) | Q(next_available_at__lte=Now()))
+        & (Q(used_quota__lt=F("daily_quota")) | ~Q(quota_date=today))
+        & Q(daily_quota__gt=0)
+    )
+
+
+def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict) -> Claim:
+    """Claim up to ``limit`` subtasks with their service slots; see the module docstring."""
+    started_at = timezone.now()
+    today = quota_day(started_at, queue_config["quota_timezone"])
+    with transaction.atomic():
+        # A service without a rate takes a whole batch; rate-limited ones take
+        # one slot each. Locking more rows than that only blocks other claimers.
+        services = _lock_ready_services(today, min(limit, MAX_SERVICES_PER_CLAIM))
+        if not services:
+            return Claim(
+                _nothing_ready(EmailService.objects.filter(ready_services_query(today)), ClaimStatus.NO_SERVICE)
+            )
+        slots = _plan_slots(services, limit, today, queue_config["default_sending_rate"])
+        picks, idle_users = _pick(sum(n for _, n in slots), started_at)
+        for user_id in idle_users:
+            user_queue_defer(user_id=user_id, ready_at=_next_ready_at(user_id, started_at))
+        if not picks:
+            if idle_users:
+                return Claim(ClaimStatus.RETRY)
+            ready_users = UserQueue.objects.filter(ready_at__lte=started_at)
+            return Claim(_nothing_ready(ready_users, ClaimStatus.NO_WORK))
+        return _reserve(
+            picks,
+            slots,
+            token=uuid.uuid4(),
+            worker_id=worker_id,
+            started_at=started_at,
+            today=today,
+            lease_seconds=queue_config["send_lease_seconds"],
+            default_rate=queue_config["default_sending_rate"],
+        )
+
+
+def _lock_ready_services(today: dt.date, limit: int) -> list[EmailService]:
+    if connection.vendor == "postgresql":
+        return pgsql.ready_services(today=today, limit=limit)
+    return list(
+        EmailService.objects.filter(ready_services_query(today))
+        .order_by("used_quota", F("last_sent_at").asc(nulls_first=True), "id")
+        .select_for_update(skip_locked=True)[:limit]
+    )
+
+
+def effective_rate(service: EmailService, default_rate: float) -> float:
+    return service.sending_rate if service.sending_rate is not None else default_rate
+
+
+def _nothing_ready(unlocked_rows, status: ClaimStatus) -> ClaimStatus:
+    # SKIP LOCKED found nothing; if rows are ready but locked by another
+    # claimer, the caller should retry at once rather than sleep.
+    return ClaimStatus.RETRY if unlocked_rows.exists() else status
+
+
+def _plan_slots(
+    services: list[EmailService], limit: int, today: dt.date, default_rate: float
+) -> list[tuple[EmailService, int]]:
+    slots = []
+    left = limit
+    for service in services:
+        used = service.used_quota if service.quota_date == today else 0
+        quota_left = service.daily_quota - used
+        if quota_left <= 0:
+            continue
+        # A rate-limited service sends one mail, then waits until the send is
+        # recorded plus its sending_rate.
+        n = 1 if effective_rate(service, default_rate) > 0 else min(quota_left, left)
+        slots.append((service, n))
+        left -= n
+        if left == 0:
+            break
+    return slots
+
+
+def _pick(n: int, now: dt.datetime) -> tuple[list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]], list[uuid.UUID]]:
+    """Up to n subtasks as (user, subtask, task, task status), rotation order; plus users without work."""
+    rows = _pick_rows_postgres(n, now) if connection.vendor == "postgresql" else _pick_rows_portable(n, now)
+    per_user: dict[uuid.UUID, list[tuple]] = defaultdict(list)
+    order: list[uuid.UUID] = []
+    for user_id, subtask_id, task_id, task_status in rows:
+        if user_id not in per_user:
+            order.append(user_id)
+            per_user[user_id]
+        if subtask_id is not None:
+            per_user[user_id].append((user_id, subtask_id, task_id, task_status))
+    idle = [user_id for user_id in order if not per_user[user_id]]
+    # Round-robin: every user's first pick, then every user's second, ...
+    picks = []
+    for round_ in range(max((len(v) for v in per_user.values()), default=0)):
+        for user_id in order:
+            if round_ < len(per_user[user_id]):
+                picks.append(per_user[user_id][round_])
+    return picks[:n], idle
+
+
+# One statement: the next users in rotation (locked, and moved to the back),
+# and for each its next subtasks (locked): runnable, due tasks by priority
+# then age, and within a task the due subtasks oldest first. Served by
+# idx_user_queues_rotation, idx_tasks_owner_runnable and idx_subtasks_claim;
+# no scan over all users or all pending rows.
+_PICK_SQL = """
+WITH u AS (
+    SELECT user_id, turn FROM user_queues
+    WHERE ready_at IS NOT NULL AND ready_at <= %(now)s
+    ORDER BY turn, user_id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), bump AS (
+    UPDATE user_queues q SET turn = %(turn)s FROM u WHERE q.user_id = u.user_id
+), un AS (
+    SELECT user_id, turn, ceil(%(n)s::numeric / count(*) OVER ())::int AS per_user FROM u
+)
+SELECT un.user_id, p.id, p.task_id, p.status
+FROM un
+LEFT JOIN LATERAL (
+    SELECT s.id, s.task_id, t.status
+    FROM (
+        SELECT id, status, priority, created_at FROM tasks
+        WHERE owner_id = un.user_id AND status IN ('pending', 'sending')
+          AND (scheduled_at IS NULL OR scheduled_at <= %(now)s)
+        ORDER BY priority DESC, created_at, id
+    ) t
+    CROSS JOIN LATERAL (
+        SELECT id, task_id FROM subtasks
+        WHERE task_id = t.id AND status = 'pending' AND next_attempt_at <= %(now)s
+        ORDER BY next_attempt_at, id
+        LIMIT un.per_user
+        FOR UPDATE SKIP LOCKED
+    ) s
+    ORDER BY t.priority DESC, t.created_at, t.id
+    LIMIT un.per_user
+) p ON true
+ORDER BY un.turn, un.user_id
+"""
+
+
+def _pick_rows_postgres(n: int, now: dt.datetime) -> list[tuple]:
+    return pgsql._execute(_PICK_SQL, {"n": n, "now": now, "turn": next_turn()})
+
+
+def _pick_rows_portable(n: int, now: dt.datetime) -> list[tuple]:
+    """The same pick with the ORM, one user at a time (SQLite: the transaction holds the write lock)."""
+    users = list(
+        UserQueue.objects.filter(ready_at__isnull=False, ready_at__lte=now)
+        .order_by("turn", "user_id")
+        .select_for_update(skip_locked=True)
+        .values_list("user_id", flat=True)[:n]
+    )
+    if not users:
+        return []
+    UserQueue.objects.filter(user_id__in=users).update(turn=next_turn())
+    per_user = math.ceil(n / len(users))
+    rows: list[tuple] = []
+    for user_id in users:
+        found = 0
+        tasks = (
+            Task.objects.filter(owner_id=user_id, status__in=RUNNABLE)
+            .filter(Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now))
+            .order_by("-priority", "created_at", "id")
+            .values_list("id", "status")
+        )
+        for task_id, status in tasks:
+            ids = (
+                SubTask.objects.filter(task_id=task_id, status=SubTask.Status.PENDING, next_attempt_at__lte=now)
+                .order_by("next_attempt_at", "id")
+                .select_for_update(skip_locked=True)
+                .values_list("id", flat=True)[: per_user - found]
+            )
+            for subtask_id in ids:
+                rows.append((user_id, subtask_id, task_id, status))
+                found += 1
+            if found >= per_user:
+                break
+        if not found:
+            rows.append((user_id, None, None, None))
+    return rows
+
+
+def _next_ready_at(user_id: uuid.UUID, now: dt.datetime) -> dt.datetime | None:
+    """When the user may next have a claimable subtask: a retry falling due or a scheduled task starting."""
+    candidates = []
+    for task_id, scheduled_at in Task.objects.filter(owner_id=user_id, status__in=RUNNABLE).values_list(
+        "id", "scheduled_at"
+    ):
+        first = (
+            SubTask.objects.filter(task_id=task_id, status=SubTask.Status.PENDING)
+            .order_by("next_attempt_at")
+            .values_list("next_attempt_at", flat=True)
+            .first()
+        )
+        if first is not None:
+            candidates.append(max(first, scheduled_at) if scheduled_at else first)
+    return min(candidates) if candidates else None
+
+
+def _reserve(
+    picks: list[tuple],
+    slots: list[tuple[EmailService, int]],
+    *,
+    token: uuid.UUID,
+    worker_id: str,
+    started_at: dt.datetime,
+    today: dt.date,
+    lease_seconds: float,
+    default_rate: float,
+) -> Claim:
+    claim = Claim(ClaimStatus.CLAIMED, token=token, started_at=started_at)
+    assignment: list[tuple[uuid.UUID, uuid.UUID, str]] = []  # (subtask, service, sender)
+    charges: list[tuple[uuid.UUID, int, dt.datetime | None]] = []  # (service, slots, lease)
+    pick_iter = iter(picks)
+    for service, n in slots:
+        taken = [p for _, p in zip(range(n), pick_iter, strict=False)]
+        if not taken:
+            break
+        assignment += [(p[1], service.pk, service.from_email) for p in taken]
+        lease = None
+        if effective_rate(service, default_rate) > 0:
+            # Held until the send is recorded (then: record time + sending_rate),
+            # or until the lease runs out if this worker dies first.
+            lease = started_at + dt.timedelta(seconds=lease_seconds)
+            claim.leases[service.pk] = lease
+        charges.append((service.pk, len(taken), lease))
+        claim.services[service.pk] = service
+    if connection.vendor == "postgresql":
+        rows = pgsql.reserve(assignment=assignment, token=token, worker_id=worker_id, now=started_at)
+        pgsql.charge_services(charges=charges, today=today)
+    else:
+        rows = _reserve_portable(assignment, charges, token=token, worker_id=worker_id, now=started_at, today=today)
+    starting = {p[2] for p in picks if p[3] == Task.Status.PENDING}
+    if starting:
+        Task.objects.filter(pk__in=starting, status=Task.Status.PENDING).update(
+            status=Task.Status.SENDING, updated_at=started_at
+        )
+    items = {row[0]: _item(row) for row in rows}
+    claim.items = [items[a[0]] for a in assignment if a[0] in items]
+    return claim
+
+
+def _item(row: tuple) -> ClaimedSubTask:
+    (sid, task_id, owner_id, service_id, email, message_id, attempts, contact_id, c_email, first, last, attrs) = row
+    contact = None
+    if contact_id is not None:
+        if isinstance(attrs, str):  # Django leaves jsonb undecoded on raw PostgreSQL cursors
+            attrs = json.loads(attrs)
+        contact = {"email": c_email, "first_name": first, "last_name": last, "attributes": attrs or {}}
+    return ClaimedSubTask(
+        id=sid,
+        task_id=task_id,
+        owner_id=owner_id,
+        service_id=service_id,
+        recipient_email=email,
+        message_id=message_id,
+        attempts=attempts,
+        contact=contact,
+    )
+
+
+def _reserve_portable(
+    assignment: list[tuple[uuid.UUID, uuid.UUID, str]],
+    charges: list[tuple[uuid.UUID, int, dt.datetime | None]],
+    *,
+    token: uuid.UUID,
+    worker_id: str,
+    now: dt.datetime,
+    today: dt.date,
+) -> list[tuple]:
+    by_service: dict[tuple[uuid.UUID, str], list[uuid.UUID]] = defaultdict(list)
+    for subtask_id, service_id, sender in assignment:
+        by_service[(service_id, sender)].append(subtask_id)
+    for (service_id, sender), ids in by_service.items():
+        SubTask.objects.filter(pk__in=ids).update(
+            status=SubTask.Status.ALLOCATED,
+            service_id=service_id,
+            sender_email=sender,
+            claim_token=token,
+            claimed_by=worker_id,
+            claimed_at=now,
+            updated_at=now,
+        )
+    for service_id, n, lease in charges:
+        changes = {
+            "used_quota": Case(When(quota_date=today, then=F("used_quota") + n), default=Value(n)),
+            "quota_date": today,
+        }
+        if lease is not None:
+            changes["next_available_at"] = lease
+        EmailService.objects.filter(pk=service_id).update(**changes)
+    return list(
+        SubTask.objects.filter(pk__in=[a[0] for a in assignment]).values_list(
+            "id",
+            "task_id",
+            "owner_id",
+            "service_id",
+            "recipient_email",
+            "message_id",
+            "attempts",
+            "contact_id",
+            "contact__email",
+            "contact__first_name",
+            "contact__last_name",
+            "contact__attributes",
+        )
+    )
+
+
+def claims_start(*, token: uuid.UUID, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """allocated -> processing just before SMTP, only while the task is still runnable.
+
+    Returns the ids that may be sent. The rest (their task was paused or
+    cancelled since the claim, or recovery took them back) must be released.
+    """
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        return pgsql.start(ids=ids, token=token, now=now)
+    SubTask.objects.filter(
+        pk__in=ids, claim_token=token, status=SubTask.Status.ALLOCATED, task__status__in=RUNNABLE
+    ).update(status=SubTask.Status.PROCESSING, updated_at=now)
+    return set(
+        SubTask.objects.filter(pk__in=ids, claim_token=token, status=SubTask.Status.PROCESSING).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def claims_release(
+    *, token: uuid.UUID, ids: list[uuid.UUID], leases: dict[uuid.UUID, dt.datetime], quota_timezone: str
+) -> int:
+    """Give back claimed subtasks that were never sent: pending again, quota refunded, leases ended."""
+    now = timezone.now()
+    today = quota_day(now, quota_timezone)
+    with transaction.atomic():
+        held = list(
+            SubTask.objects.filter(pk__in=ids, claim_token=token, status__in=CLAIMED_STATUSES)
+            .select_for_update()
+            .values_list("pk", "service_id", "owner_id")
+        )
+        if not held:
+            return 0
+        SubTask.objects.filter(pk__in=[h[0] for h in held]).update(
+            status=SubTask.Status.PENDING,
+            service=None,
+            sender_email=None,
+            claim_token=None,
+            claimed_by="",
+            updated_at=now,
+        )
+        refunds: dict[uuid.UUID, int] = defaultdict(int)
+        for _, service_id, _ in held:
+            refunds[service_id] += 1
+        for service_id, count in refunds.items():
+            EmailService.objects.filter(pk=service_id, quota_date=today).update(
+                used_quota=Greatest(F("used_quota") - count, Value(0))
+            )
+            lease = leases.get(service_id)
+            if lease is not None:
+                # Only our own lease: if the service was used since, leave it alone.
+                EmailService.objects.filter(pk=service_id, next_available_at=lease).update(next_available_at=Now())
+        user_queue_activate(user_ids={h[2] for h in held}, at=now)
+    return len(held)

@@ -1,0 +1,378 @@
+"""Recording what happened to claimed subtasks, in batches.
+
+Every write is a compare-and-set on the claim token: an outcome arriving for
+a subtask that recovery has meanwhile handed to someone else changes nothing
+(the attempt is still logged). Counters are computed in the UPDATE itself,
+so concurrent workers never lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Case, DateTimeField, DecimalField, F, IntegerField, Q, Value, When
+from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, Round
+from django.utils import timezone
+
+from edm.ids import uuid7
+from monitoring.services.alerts import AlertManagerService
+from monitoring.services.task_wait import TaskWaitMonitorService
+from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.rotation import user_queue_activate
+from queues.scheduler import pgsql
+from queues.scheduler.claim import ClaimedSubTask
+from queues.scheduler.transports import SENT, TRANSIENT, Delivery
+from queues.services import tasks_complete_if_done
+
+logger = logging.getLogger(__name__)
+
+CLAIMED = (SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING)
+# Weight an older value keeps per new send in the service's moving success
+# rate and response time (about the last 50 sends count).
+EWMA_KEEP = Decimal("0.98")
+FIRST_USE = Q(total_sent=0, total_failed=0)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    item: ClaimedSubTask
+    token: uuid.UUID
+    delivery: Delivery
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    rate: float  # the service's effective sending_rate at claim time
+    service_failures: int = 0  # the service's consecutive_failures at claim time
+
+    @property
+    def response_ms(self) -> int:
+        return max(0, int((self.finished_at - self.started_at).total_seconds() * 1000))
+
+
+@dataclass
+class RecordSummary:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    stale: int = 0  # outcomes for subtasks no longer held by their claim
+    applied: list[SendResult] = field(default_factory=list)
+    # (service id, name, consecutive failures, failures before the batch, any success)
+    services: list[tuple[uuid.UUID, str, int, int, bool]] = field(default_factory=list)
+    completed_tasks: list[uuid.UUID] = field(default_factory=list)
+    first_sends: dict[uuid.UUID, int] = field(default_factory=dict)
+
+
+def retry_delay(attempts: int, queue_config: dict) -> float:
+    """Seconds before retry number ``attempts`` (1 = the first retry): exponential, capped."""
+    base = queue_config["retry_backoff_seconds"]
+    return min(base * 2 ** max(0, attempts - 1), queue_config["retry_backoff_max_seconds"])
+
+
+@dataclass(frozen=True)
+class ServiceBatch:
+    """What one batch of results means for one service's counters."""
+
+    id: uuid.UUID
+    ok: int
+    failed: int
+    faults: int  # failures that are the service's fault
+    trailing: int  # service faults after the last success
+    last_ok: dt.datetime | None
+    mean_ms: Decimal
+    rate: float
+    failures_before: int
+
+    @classmethod
+    def of(cls, service_id: uuid.UUID, results: list[SendResult]) -> ServiceBatch:
+        results = sorted(results, key=lambda r: r.finished_at)
+        ok = [r for r in results if r.delivery.outcome == SENT]
+        last_ok = ok[-1].finished_at if ok else None
+        return cls(
+            id=service_id,
+            ok=len(ok),
+            failed=len(results) - len(ok),
+            faults=sum(r.delivery.service_fault for r in results),
+            trailing=sum(r.delivery.service_fault for r in results if last_ok is None or r.finished_at > last_ok),
+            last_ok=last_ok,
+            mean_ms=Decimal(sum(r.response_ms for r in results) / len(results)).quantize(Decimal("0.01")),
+            rate=results[0].rate,
+            failures_before=max(r.service_failures for r in results),
+        )
+
+    @property
+    def batch_rate(self) -> Decimal:
+        return Decimal(100 * self.ok / (self.ok + self.failed)).quantize(Decimal("0.0001"))
+
+    @property
+    def keep(self) -> Decimal:
+        return (EWMA_KEEP ** (self.ok + self.failed)).quantize(Decimal("0.000001"))
+
+
+class OutcomeRecorder:
+    """Records batches of results; remembers across batches what needs doing only once."""
+
+    def __init__(self, *, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._first_send_seen: set[uuid.UUID] = set()
+        self._task_touched: dict[uuid.UUID, dt.datetime] = {}
+
+    def record(self, results: list[SendResult], *, queue_config: dict) -> RecordSummary:
+        """Write the outcomes: subtasks, attempt log and service counters, in one transaction.
+
+        Then call ``finish`` with the summary. The two are separate so that a
+        caller retrying after a database error never writes a batch twice.
+        """
+        summary = RecordSummary()
+        if not results:
+            return summary
+        now = timezone.now()
+        with transaction.atomic():
+            summary.applied = self._record_subtasks(results, queue_config, now, summary)
+            self._log_attempts(results)
+            # Last, so the service rows stay locked only until the commit just after.
+            summary.services = self._update_services(results)
+        return summary
+
+    def finish(self, summary: RecordSummary, *, queue_config: dict) -> None:
+        """What follows a recorded batch: service back-off and alerts, first sends, finished tasks."""
+        for service_id, name, consecutive, before, any_ok in summary.services:
+            if any_ok and before:
+                AlertManagerService.resolve_alert(alert_type="service_failing", subject=f"service:{service_id}")
+            elif not any_ok:
+                self._maybe_back_off(service_id, name, consecutive, queue_config)
+        self._after_commit(summary.applied, timezone.now(), summary)
+
+    # --- subtasks -------------------------------------------------------------
+
+    def _record_subtasks(
+        self, results: list[SendResult], queue_config: dict, now: dt.datetime, summary: RecordSummary
+    ) -> list[SendResult]:
+        sent = [r for r in results if r.delivery.outcome == SENT]
+        applied_ids = self._mark_sent(sent, now) if sent else set()
+        applied = [r for r in sent if r.item.id in applied_ids]
+        summary.sent = len(applied)
+        retry_at: dict[uuid.UUID, dt.datetime] = {}
+        for result in results:
+            if result.delivery.outcome != SENT and self._record_failure(result, queue_config, now, summary, retry_at):
+                applied.append(result)
+        # Retries are work again: their owners go back into the rotation, in
+        # this same transaction (see rotation.user_queue_activate).
+        for owner_id, at in retry_at.items():
+            user_queue_activate(user_ids=[owner_id], at=at)
+        summary.stale = len(results) - len(applied)
+        if summary.stale:
+            logger.warning("outcomes for subtasks no longer claimed", extra={"count": summary.stale})
+        return applied
+
+    @staticmethod
+    def _mark_sent(sent: list[SendResult], now: dt.datetime) -> set[uuid.UUID]:
+        if connection.vendor == "postgresql":
+            return pgsql.record_sent(rows=[(r.item.id, r.token, r.finished_at) for r in sent], now=now)
+        applied: set[uuid.UUID] = set()
+        by_token: dict[uuid.UUID, list[SendResult]] = defaultdict(list)
+        for r in sent:
+            by_token[r.token].append(r)
+        for token, group in by_token.items():
+            held = SubTask.objects.filter(pk__in=[r.item.id for r in group], claim_token=token, status__in=CLAIMED)
+            ids = set(held.values_list("pk", flat=True))
+            held.update(
+                status=SubTask.Status.SENT,
+                sent_at=Case(
+                    *[When(pk=r.item.id, then=Value(r.finished_at)) for r in group], output_field=DateTimeField()
+                ),
+                attempts=F("attempts") + 1,
+                error_message="",
+                claim_token=None,
+                updated_at=now,
+            )
+            applied |= ids
+        return applied
+
+    @staticmethod
+    def _record_failure(
+        result: SendResult,
+        queue_config: dict,
+        now: dt.datetime,
+        summary: RecordSummary,
+        retry_at: dict[uuid.UUID, dt.datetime],
+    ) -> bool:
+        delivery = result.delivery
+        attempts = result.item.attempts + 1
+        reply = f"{delivery.code} {delivery.reply}" if delivery.code else delivery.reply
+        held = SubTask.objects.filter(pk=result.item.id, claim_token=result.token, status__in=CLAIMED)
+        if delivery.outcome == TRANSIENT and attempts <= queue_config["max_retries"]:
+            when = now + dt.timedelta(seconds=retry_delay(attempts, queue_config))
+            count = held.update(
+                status=SubTask.Status.PENDING,
+                attempts=attempts,
+                error_message=reply[:2000],
+                next_attempt_at=when,
+                service=None,
+                sender_email=None,
+                claim_token=None,
+                updated_at=now,
+            )
+            if count:
+                summary.retried += 1
+                owner = result.item.owner_id
+                retry_at[owner] = min(when, retry_at.get(owner, when))
+        else:
+            count = held.update(
+                status=SubTask.Status.FAILED,
+                attempts=attempts,
+                error_message=reply[:2000],
+                claim_token=None,
+                updated_at=now,
+            )
+            summary.failed += count
+        return bool(count)
+
+    def _log_attempts(self, results: list[SendResult]) -> None:
+        rows = [
+            (
+                uuid7(),
+                r.item.id,
+                r.item.service_id,
+                r.started_at,
+                r.finished_at,
+                r.delivery.outcome,
+                r.delivery.code,
+                r.delivery.reply[:2000],
+            )
+            for r in results
+        ]
+        if connection.vendor == "postgresql":
+            pgsql.insert_attempts(rows=rows, worker_id=self.worker_id)
+            return
+        SendAttempt.objects.bulk_create(
+            SendAttempt(
+                id=row[0],
+                subtask_id=row[1],
+                service_id=row[2],
+                worker_id=self.worker_id,
+                started_at=row[3],
+                finished_at=row[4],
+                outcome=row[5],
+                smtp_code=row[6],
+                smtp_reply=row[7],
+            )
+            for row in rows
+        )
+
+    # --- services ---------------------------------------------------------------
+
+    def _update_services(self, results: list[SendResult]) -> list[tuple[uuid.UUID, str, int, int, bool]]:
+        groups: dict[uuid.UUID, list[SendResult]] = defaultdict(list)
+        for r in results:
+            groups[r.item.service_id].append(r)
+        batches = [ServiceBatch.of(service_id, group) for service_id, group in groups.items()]
+        if connection.vendor == "postgresql":
+            returned = pgsql.update_service_stats(
+                rows=[
+                    {
+                        "ids": b.id,
+                        "ok": b.ok,
+                        "failed": b.failed,
+                        "batch_rate": b.batch_rate,
+                        "keep": b.keep,
+                        "mean_ms": b.mean_ms,
+                        "last_ok": b.last_ok,
+                        "trail": b.trailing,
+                        "faults": b.faults,
+                        "rate": b.rate,
+                    }
+                    for b in batches
+                ]
+            )
+            current = {row[0]: (row[1], row[2]) for row in returned}
+        else:
+            current = {b.id: self._update_service_portable(b) for b in batches}
+        return [
+            (b.id, *current[b.id], b.failures_before, bool(b.ok))
+            for b in batches
+            if b.id in current and (b.faults or b.failures_before)
+        ]
+
+    @staticmethod
+    def _update_service_portable(b: ServiceBatch) -> tuple[str, int]:
+        moving_rate = Case(
+            When(FIRST_USE, then=Value(b.batch_rate)),
+            default=F("success_rate") * b.keep + b.batch_rate * (1 - b.keep),
+            output_field=DecimalField(max_digits=12, decimal_places=6),
+        )
+        changes = {
+            "total_sent": F("total_sent") + b.ok,
+            "total_failed": F("total_failed") + b.failed,
+            # Rounded and clamped: floating point (SQLite) must not step outside 0-100.
+            "success_rate": Least(Greatest(Round(moving_rate, 2), Value(Decimal(0))), Value(Decimal(100))),
+            "avg_response_time": Cast(
+                Case(
+                    When(FIRST_USE, then=Value(b.mean_ms)),
+                    default=F("avg_response_time") * b.keep + b.mean_ms * (1 - b.keep),
+                ),
+                IntegerField(),
+            ),
+        }
+        if b.last_ok is not None:
+            changes["last_sent_at"] = b.last_ok
+            changes["consecutive_failures"] = Value(b.trailing)
+        else:
+            changes["consecutive_failures"] = F("consecutive_failures") + b.faults
+        if b.rate > 0:
+            # The lease taken at claim time ends now: the next send may start
+            # sending_rate seconds after this one was recorded (the database's clock).
+            changes["next_available_at"] = Now() + dt.timedelta(seconds=b.rate)
+        EmailService.objects.filter(pk=b.id).update(**changes)
+        row = EmailService.objects.filter(pk=b.id).values_list("name", "consecutive_failures").first()
+        return row if row else ("", 0)
+
+    @staticmethod
+    def _maybe_back_off(service_id: uuid.UUID, name: str, consecutive: int, queue_config: dict) -> None:
+        threshold = queue_config["service_failure_threshold"]
+        if consecutive < threshold:
+            return
+        doublings = min(consecutive // threshold - 1, 20)
+        delay = min(queue_config["service_backoff_seconds"] * 2**doublings, queue_config["service_backoff_max_seconds"])
+        EmailService.objects.filter(pk=service_id).update(
+            next_available_at=Greatest(Coalesce(F("next_available_at"), Now()), Now() + dt.timedelta(seconds=delay))
+        )
+        AlertManagerService.create_alert(
+            alert_type="service_failing",
+            severity="critical",
+            subject=f"service:{service_id}",
+            message=(
+                f"Service {name} failed {consecutive} sends in a row; "
+                f"it backs off for {delay:.0f} s and is tried again after that."
+            ),
+            details={"service_id": str(service_id), "consecutive_failures": consecutive, "backoff_seconds": delay},
+        )
+        logger.warning("service backing off", extra={"service": name, "failures": consecutive, "seconds": delay})
+
+    # --- tasks -----------------------------------------------------------------------
+
+    def _after_commit(self, applied: list[SendResult], now: dt.datetime, summary: RecordSummary) -> None:
+        first: dict[uuid.UUID, dt.datetime] = {}
+        for r in applied:
+            if r.delivery.outcome == SENT and r.item.task_id not in self._first_send_seen:
+                first[r.item.task_id] = min(r.finished_at, first.get(r.item.task_id, r.finished_at))
+        if first:
+            summary.first_sends = TaskWaitMonitorService.record_first_sends(first.items())
+            self._first_send_seen.update(first)
+            if len(self._first_send_seen) > 100_000:
+                self._first_send_seen = set(first)
+        touched = {r.item.task_id for r in applied}
+        summary.completed_tasks = tasks_complete_if_done(touched)
+        # Recovery treats a 'sending' task untouched for half an hour as stuck:
+        # tell it this one is alive, at most once a minute per task per worker.
+        stale = [t for t in touched if now - self._task_touched.get(t, EPOCH) > dt.timedelta(minutes=1)]
+        if stale:
+            Task.objects.filter(pk__in=stale, status=Task.Status.SENDING).update(updated_at=now)
+            self._task_touched.update(dict.fromkeys(stale, now))
+            if len(self._task_touched) > 100_000:
+                self._task_touched = dict.fromkeys(stale, now)

@@ -1,0 +1,230 @@
+"""The scheduler's hot statements, hand-written for PostgreSQL.
+
+Each claim and each batch of outcomes runs a handful of statements. Through
+the ORM, building them (expression trees, one UPDATE per row group) cost more
+CPU than sending the mail; here each step is one statement over arrays
+(``unnest``), one round trip for a whole batch. The ORM versions in
+claim.py/outcomes.py serve SQLite and define the same behaviour; the test
+suite runs against both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+
+import psycopg
+from django.db import connection
+
+from queues.models import EmailService
+
+
+def array(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal ('{...}'), passed as one text parameter and cast in SQL.
+
+    psycopg adapts Python lists element by element in Python; for the few
+    types used here building the literal directly is several times cheaper.
+    """
+    return "{" + ",".join(_element(v) for v in values) + "}"
+
+
+def _element(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, uuid.UUID | int | float | Decimal):
+        return str(value)
+    text = value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _execute(sql: str, params: dict) -> list[tuple]:
+    """Run one statement with server-side parameter binding.
+
+    Django's cursors bind parameters client-side (quoting every array element
+    in Python); these statements pass arrays of a whole batch, and psycopg
+    prepares them after a few runs. Errors surface as Django's database
+    errors, and the statement runs in Django's current transaction.
+    """
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+READY_SERVICES_SQL = """
+SELECT * FROM email_services
+WHERE is_enabled AND daily_quota > 0
+  AND (next_available_at IS NULL OR next_available_at <= now())
+  AND (used_quota < daily_quota OR quota_date IS DISTINCT FROM %(today)s)
+ORDER BY used_quota, last_sent_at NULLS FIRST, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+def ready_services(*, today: dt.date, limit: int) -> list[EmailService]:
+    """The plan's ready-service query, in its order, locked (served by idx_email_services_next_available_enabled)."""
+    return list(EmailService.objects.raw(READY_SERVICES_SQL, {"today": today, "limit": limit}))
+
+
+RESERVE_SQL = """
+WITH upd AS (
+    UPDATE subtasks s
+    SET status = 'allocated', service_id = v.service_id, sender_email = v.sender,
+        claim_token = %(token)s, claimed_by = %(worker)s, claimed_at = %(now)s, updated_at = %(now)s
+    FROM unnest(%(ids)s::uuid[], %(services)s::uuid[], %(senders)s::text[]) AS v(id, service_id, sender)
+    WHERE s.id = v.id
+    RETURNING s.id, s.task_id, s.owner_id, s.service_id, s.recipient_email, s.message_id, s.attempts, s.contact_id
+)
+SELECT upd.id, upd.task_id, upd.owner_id, upd.service_id, upd.recipient_email, upd.message_id, upd.attempts,
+       upd.contact_id, c.email, c.first_name, c.last_name, c.attributes
+FROM upd
+-- LATERAL: one primary-key lookup per claimed row (a plain join may hash the whole table).
+LEFT JOIN LATERAL (
+    SELECT email, first_name, last_name, attributes FROM contacts WHERE contacts.id = upd.contact_id LIMIT 1
+) c ON true
+"""
+
+
+def reserve(
+    *,
+    assignment: Sequence[tuple[uuid.UUID, uuid.UUID, str]],
+    token: uuid.UUID,
+    worker_id: str,
+    now: dt.datetime,
+) -> list[tuple]:
+    """Mark (subtask, service, sender) rows allocated; returns what a sender needs of each."""
+    return _execute(
+        RESERVE_SQL,
+        {
+            "ids": array([a[0] for a in assignment]),
+            "services": array([a[1] for a in assignment]),
+            "senders": array([a[2] for a in assignment]),
+            "token": token,
+            "worker": worker_id,
+            "now": now,
+        },
+    )
+
+
+CHARGE_SQL = """
+UPDATE email_services e
+SET used_quota = CASE WHEN e.quota_date = %(today)s THEN e.used_quota + v.n ELSE v.n END,
+    quota_date = %(today)s,
+    next_available_at = COALESCE(v.lease, e.next_available_at)
+FROM unnest(%(ids)s::uuid[], %(ns)s::int[], %(leases)s::timestamptz[]) AS v(id, n, lease)
+WHERE e.id = v.id
+"""
+
+
+def charge_services(*, charges: Sequence[tuple[uuid.UUID, int, dt.datetime | None]], today: dt.date) -> None:
+    """Count claimed slots against the quota day; lease rate-limited services."""
+    _execute(
+        CHARGE_SQL,
+        {
+            "ids": array([c[0] for c in charges]),
+            "ns": array([c[1] for c in charges]),
+            "leases": array([c[2] for c in charges]),
+            "today": today,
+        },
+    )
+
+
+START_SQL = """
+UPDATE subtasks s SET status = 'processing', updated_at = %(now)s
+FROM tasks t
+WHERE s.id = ANY(%(ids)s::uuid[]) AND s.claim_token = %(token)s AND s.status = 'allocated'
+  AND t.id = s.task_id AND t.status IN ('pending', 'sending')
+RETURNING s.id
+"""
+
+
+def start(*, ids: Sequence[uuid.UUID], token: uuid.UUID, now: dt.datetime) -> set[uuid.UUID]:
+    return {row[0] for row in _execute(START_SQL, {"ids": array(ids), "token": token, "now": now})}
+
+
+SENT_SQL = """
+UPDATE subtasks s
+SET status = 'sent', sent_at = v.at, attempts = s.attempts + 1, error_message = '',
+    claim_token = NULL, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(ats)s::timestamptz[]) AS v(id, token, at)
+WHERE s.id = v.id AND s.claim_token = v.token AND s.status IN ('allocated', 'processing')
+RETURNING s.id
+"""
+
+
+def record_sent(*, rows: Sequence[tuple[uuid.UUID, uuid.UUID, dt.datetime]], now: dt.datetime) -> set[uuid.UUID]:
+    """(subtask, claim token, sent at) -> sent, compare-and-set on the token; returns the ids applied."""
+    params = {
+        "ids": array([r[0] for r in rows]),
+        "tokens": array([r[1] for r in rows]),
+        "ats": array([r[2] for r in rows]),
+        "now": now,
+    }
+    return {row[0] for row in _execute(SENT_SQL, params)}
+
+
+ATTEMPTS_SQL = """
+INSERT INTO send_attempts
+    (id, subtask_id, service_id, worker_id, started_at, finished_at, outcome, smtp_code, smtp_reply)
+SELECT v.id, v.subtask_id, v.service_id, %(worker)s, v.started_at, v.finished_at, v.outcome, v.code, v.reply
+FROM unnest(%(ids)s::uuid[], %(subtasks)s::uuid[], %(services)s::uuid[], %(started)s::timestamptz[],
+            %(finished)s::timestamptz[], %(outcomes)s::text[], %(codes)s::int[], %(replies)s::text[])
+     AS v(id, subtask_id, service_id, started_at, finished_at, outcome, code, reply)
+"""
+
+
+def insert_attempts(*, rows: Sequence[tuple], worker_id: str) -> None:
+    """rows: (id, subtask, service, started, finished, outcome, code, reply)."""
+    columns = list(zip(*rows, strict=True))
+    names = ("ids", "subtasks", "services", "started", "finished", "outcomes", "codes", "replies")
+    params = {name: array(values) for name, values in zip(names, columns, strict=True)}
+    params["worker"] = worker_id
+    _execute(ATTEMPTS_SQL, params)
+
+
+SERVICE_STATS_SQL = """
+UPDATE email_services e
+SET total_sent = e.total_sent + v.ok,
+    total_failed = e.total_failed + v.failed,
+    success_rate = LEAST(GREATEST(ROUND(
+        CASE WHEN e.total_sent + e.total_failed = 0 THEN v.batch_rate
+             ELSE e.success_rate * v.keep + v.batch_rate * (1 - v.keep) END, 2), 0), 100),
+    avg_response_time = ROUND(CASE WHEN e.total_sent + e.total_failed = 0 THEN v.mean_ms
+                                   ELSE e.avg_response_time * v.keep + v.mean_ms * (1 - v.keep) END),
+    last_sent_at = COALESCE(v.last_ok, e.last_sent_at),
+    consecutive_failures = CASE WHEN v.last_ok IS NOT NULL THEN v.trail
+                                ELSE e.consecutive_failures + v.faults END,
+    next_available_at = CASE WHEN v.rate > 0 THEN now() + v.rate * interval '1 second'
+                             ELSE e.next_available_at END
+FROM unnest(%(ids)s::uuid[], %(ok)s::int[], %(failed)s::int[], %(batch_rate)s::numeric[], %(keep)s::numeric[],
+            %(mean_ms)s::numeric[], %(last_ok)s::timestamptz[], %(trail)s::int[], %(faults)s::int[],
+            %(rate)s::float8[])
+     AS v(id, ok, failed, batch_rate, keep, mean_ms, last_ok, trail, faults, rate)
+WHERE e.id = v.id
+RETURNING e.id, e.name, e.consecutive_failures
+"""
+
+
+def update_service_stats(*, rows: Sequence[dict]) -> list[tuple[uuid.UUID, str, int]]:
+    """One statement for every service of a batch; see outcomes.ServiceBatch for the fields."""
+    keys = ("ids", "ok", "failed", "batch_rate", "keep", "mean_ms", "last_ok", "trail", "faults", "rate")
+    params = {key: array([row[key] for row in rows]) for key in keys}
+    return _execute(SERVICE_STATS_SQL, params)
+
+
+DONE_TASKS_SQL = """
+SELECT t.id FROM tasks t
+WHERE t.id = ANY(%(ids)s::uuid[]) AND t.status IN ('pending', 'sending')
+  AND NOT EXISTS (
+      SELECT 1 FROM subtasks s
+      WHERE s.task_id = t.id AND s.status IN ('pending', 'allocated', 'processing')
+  )
+"""
+
+
+def done_tasks(ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Runnable tasks among ``ids`` whose every subtask is terminal."""
+    return [row[0] for row in _execute(DONE_TASKS_SQL, {"ids": array(list(ids))})]

@@ -1,0 +1,502 @@
+"""The scheduler process: claim, send, record, with N sends in flight.
+
+Threads, each with one job:
+
+- the main thread claims (short transactions), marks the claimed subtasks
+  processing and hands them to the senders; it also keeps the heartbeat;
+- N sender threads build each mail and talk SMTP (never touching the
+  database), each keeping one open connection per service;
+- one recorder thread writes outcomes in batches.
+
+SIGTERM/SIGINT stop the claiming; the sends in flight finish and are
+recorded, then the process exits 0. A second signal exits at once (recovery
+then gives the unrecorded claims back).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from types import FrameType
+
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from config.services import get_config_by_category
+from monitoring.models import WorkerHeartbeat
+from queues.models import EmailService, SubTask, Task, UserQueue
+from queues.scheduler.claim import (
+    Claim,
+    ClaimedSubTask,
+    ClaimStatus,
+    claim_subtasks,
+    claims_release,
+    claims_start,
+    effective_rate,
+)
+from queues.scheduler.messages import CompiledTask, compile_task, render_mail
+from queues.scheduler.outcomes import OutcomeRecorder, RecordSummary, SendResult
+from queues.scheduler.transports import TRANSIENT, Delivery, ServiceConfig, open_transport
+
+logger = logging.getLogger("queues.scheduler")
+
+HEARTBEAT_SECONDS = 5.0
+RETRY_SLEEP_SECONDS = 0.01
+# How long the recorder waits to write outcomes together. Short: a
+# rate-limited service stays reserved until its send is recorded.
+RECORD_WAIT_SECONDS = 0.02
+TASK_CACHE_SECONDS = 60.0
+DB_ERRORS = (OperationalError, InterfaceError)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkItem:
+    item: ClaimedSubTask
+    token: uuid.UUID
+    service: ServiceConfig
+    rate: float
+    service_failures: int
+    task: CompiledTask
+    must_start_by: float | None  # monotonic deadline (rate-limited services' lease)
+
+
+@dataclass
+class Release:
+    item: ClaimedSubTask
+    token: uuid.UUID
+    lease: dt.datetime | None
+
+
+@dataclass
+class Stats:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+
+
+class SchedulerWorker:
+    def __init__(
+        self,
+        *,
+        concurrency: int = 4,
+        once: bool = False,
+        until_empty: bool = False,
+        worker_id: str | None = None,
+    ) -> None:
+        self.concurrency = concurrency
+        self.once = once
+        self.until_empty = until_empty
+        self.worker_id = worker_id or new_worker_id()
+        self.max_in_flight = concurrency * 2  # recomputed from the claim batch size in the loop
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._signals = 0
+        self._work: queue.Queue[WorkItem | None] = queue.Queue()
+        self._results: queue.Queue[SendResult | Release] = queue.Queue()
+        # Claimed and not yet recorded / handed to senders and not yet sent.
+        self._in_flight = 0
+        self._unsent = 0
+        self._in_flight_lock = threading.Condition()
+        self._senders_done = threading.Event()
+        self._recorder_failing = threading.Event()
+        self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
+        self._last_heartbeat = 0.0
+        self._recorder = OutcomeRecorder(worker_id=self.worker_id)
+        # Latency of successful claims (the ones that found work).
+        self._claim_ms: deque[float] = deque(maxlen=100_000)
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def run(self) -> int:
+        previous = self._install_signal_handlers()
+        self._heartbeat(started=True)
+        logger.info("scheduler started", extra={"worker": self.worker_id, "concurrency": self.concurrency})
+        senders = [
+            threading.Thread(target=self._sender_loop, name=f"sender-{i}", daemon=True) for i in range(self.concurrency)
+        ]
+        recorder = threading.Thread(target=self._recorder_loop, name="recorder", daemon=True)
+        for thread in [*senders, recorder]:
+            thread.start()
+        try:
+            self._main_loop()
+        finally:
+            self._stop.set()
+            for _ in senders:
+                self._work.put(None)
+            for thread in senders:
+                thread.join()
+            self._senders_done.set()
+            recorder.join()
+            self._heartbeat(stopped=True)
+            self._restore_signal_handlers(previous)
+            logger.info(
+                "scheduler stopped",
+                extra={
+                    "worker": self.worker_id,
+                    "sent": self.stats.sent,
+                    "retried": self.stats.retried,
+                    "failed": self.stats.failed,
+                    "released": self.stats.released,
+                },
+            )
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> dict[int, object]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, object]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second signal: exiting without waiting for sends in flight", extra={"signal": signum})
+            os._exit(1)
+        logger.info(
+            "stopping: no new claims, finishing sends in flight",
+            extra={"signal": signal.Signals(signum).name, "in_flight": self._in_flight},
+        )
+        self._stop.set()
+
+    # --- main thread: claim and dispatch -------------------------------------
+
+    def _main_loop(self) -> None:
+        db_failures = 0
+        while not self._stop.is_set():
+            config = get_config_by_category("queue")
+            try:
+                self._heartbeat()
+                # Claim a full batch when the senders are about to run out of
+                # work: claims stay large (cheap per mail), senders never idle,
+                # and outcomes waiting to be written are bounded.
+                batch = config["claim_batch_size"]
+                self.max_in_flight = self.concurrency + 4 * batch
+                free = self.max_in_flight - self._in_flight
+                if self._recorder_failing.is_set() or free <= 0 or self._unsent > self.concurrency:
+                    self._wait_for_capacity(0.5)
+                    continue
+                started = time.perf_counter()
+                claim = claim_subtasks(worker_id=self.worker_id, limit=min(batch, free), queue_config=config)
+                db_failures = 0
+                if claim.status is ClaimStatus.CLAIMED:
+                    self._claim_ms.append((time.perf_counter() - started) * 1000)
+                    self._dispatch(claim, config)
+                    if self.once:
+                        break
+                    continue
+                if claim.status is ClaimStatus.RETRY:
+                    self._stop.wait(RETRY_SLEEP_SECONDS)
+                    continue
+                if self.once:
+                    break
+                if self.until_empty and self._in_flight == 0 and not work_remaining():
+                    logger.info("queue empty: exiting", extra={"worker": self.worker_id})
+                    break
+                close_old_connections()
+                self._stop.wait(self._idle_sleep(claim.status, config))
+            except DB_ERRORS as exc:
+                db_failures += 1
+                delay = min(config["error_sleep_seconds"] * db_failures, 30.0)
+                logger.warning("database unavailable, retrying", extra={"error": str(exc).strip(), "sleep": delay})
+                self._reset_connection()
+                self._stop.wait(delay)
+            except Exception:
+                # The plan's 5 s pause after an error; the loop itself never dies.
+                logger.exception("scheduler loop error")
+                self._reset_connection()
+                self._stop.wait(config["error_sleep_seconds"])
+
+    def _idle_sleep(self, status: ClaimStatus, config: dict) -> float:
+        """The configured sleep, cut short when a service or a retry is known to come due sooner."""
+        now = timezone.now()
+        if status is ClaimStatus.NO_SERVICE:
+            limit = config["no_service_sleep_seconds"]
+            soonest = EmailService.objects.filter(is_enabled=True, next_available_at__gt=now).aggregate(
+                at=Min("next_available_at")
+            )["at"]
+        else:
+            limit = config["no_work_sleep_seconds"]
+            soonest = UserQueue.objects.filter(ready_at__gt=now).aggregate(at=Min("ready_at"))["at"]
+        if soonest is None:
+            return limit
+        return max(0.005, min(limit, (soonest - now).total_seconds()))
+
+    def _wait_for_capacity(self, timeout: float) -> None:
+        with self._in_flight_lock:
+            self._in_flight_lock.wait_for(
+                lambda: self._unsent <= self.concurrency and self._in_flight < self.max_in_flight, timeout
+            )
+
+    def _dispatch(self, claim: Claim, config: dict) -> None:
+        assert claim.token is not None
+        self.stats.claimed += len(claim.items)
+        with self._in_flight_lock:
+            self._in_flight += len(claim.items)
+        allowed = claims_start(token=claim.token, ids=[i.id for i in claim.items])
+        tasks = self._compiled_tasks({i.task_id for i in claim.items if i.id in allowed})
+        services = {sid: ServiceConfig.from_service(s) for sid, s in claim.services.items()}
+        rates = {sid: effective_rate(s, config["default_sending_rate"]) for sid, s in claim.services.items()}
+        claimed_at = time.monotonic()
+        for item in claim.items:
+            lease = claim.leases.get(item.service_id)
+            if item.id not in allowed or item.task_id not in tasks:
+                self._results.put(Release(item, claim.token, lease))
+                continue
+            service = services[item.service_id]
+            must_start_by = None
+            if lease is not None:
+                # Start early enough that even a send using every socket
+                # timeout to the full ends before the lease does.
+                must_start_by = claimed_at + config["send_lease_seconds"] - 8 * service.timeout - 5
+            with self._in_flight_lock:
+                self._unsent += 1
+            self._work.put(
+                WorkItem(
+                    item=item,
+                    token=claim.token,
+                    service=service,
+                    rate=rates[item.service_id],
+                    service_failures=claim.services[item.service_id].consecutive_failures,
+                    task=tasks[item.task_id],
+                    must_start_by=must_start_by,
+                )
+            )
+
+    def _compiled_tasks(self, task_ids: set[uuid.UUID]) -> dict[uuid.UUID, CompiledTask]:
+        now = time.monotonic()
+        missing = [t for t in task_ids if t not in self._tasks or now - self._tasks[t][0] > TASK_CACHE_SECONDS]
+        if missing:
+            for task in Task.objects.filter(pk__in=missing):
+                try:
+                    self._tasks[task.pk] = (now, compile_task(task))
+                except ValueError:
+                    logger.exception("task templates do not compile", extra={"task": str(task.pk)})
+        if len(self._tasks) > 10_000:
+            self._tasks = {k: v for k, v in self._tasks.items() if now - v[0] <= TASK_CACHE_SECONDS}
+        return {t: self._tasks[t][1] for t in task_ids if t in self._tasks}
+
+    def _heartbeat(self, *, started: bool = False, stopped: bool = False) -> None:
+        now_mono = time.monotonic()
+        if not (started or stopped) and now_mono - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = now_mono
+        now = timezone.now()
+        fields = {
+            "last_seen_at": now,
+            "in_flight": self._in_flight,
+            "sent": self.stats.sent,
+            "failed": self.stats.failed,
+        }
+        if started:
+            WorkerHeartbeat.objects.update_or_create(
+                worker_id=self.worker_id,
+                defaults={
+                    **fields,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "concurrency": self.concurrency,
+                    "started_at": now,
+                    "stopped_at": None,
+                },
+            )
+            return
+        if stopped:
+            fields["stopped_at"] = now
+        try:
+            WorkerHeartbeat.objects.filter(worker_id=self.worker_id).update(**fields)
+        except DB_ERRORS:
+            if not stopped:
+                raise
+            logger.warning("could not record the stop in the heartbeat", extra={"worker": self.worker_id})
+
+    @staticmethod
+    def _reset_connection() -> None:
+        try:
+            connection.close()
+        except DatabaseError:
+            logger.debug("closing a broken connection failed")
+
+    # --- sender threads ---------------------------------------------------------
+
+    def _sender_loop(self) -> None:
+        transports: dict[uuid.UUID, object] = {}
+        try:
+            while True:
+                work = self._work.get()
+                if work is None:
+                    return
+                if work.must_start_by is not None and time.monotonic() > work.must_start_by:
+                    self._results.put(Release(work.item, work.token, None))
+                else:
+                    self._results.put(self._send(work, transports))
+                with self._in_flight_lock:
+                    self._unsent -= 1
+                    self._in_flight_lock.notify_all()
+        finally:
+            for transport in transports.values():
+                transport.close()
+
+    def _send(self, work: WorkItem, transports: dict) -> SendResult:
+        started_at = timezone.now()
+        transport = transports.get(work.service.id)
+        if transport is None or transport.config.version != work.service.version:
+            if transport is not None:
+                transport.close()
+            transport = transports[work.service.id] = open_transport(work.service)
+        try:
+            mail = render_mail(work.task, work.item, work.service.from_email, work.item.message_id)
+            delivery = transport.send(mail)
+        except Exception as exc:  # a bug or a template error must fail this mail, not the worker
+            logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
+            delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
+        return SendResult(
+            item=work.item,
+            token=work.token,
+            delivery=delivery,
+            started_at=started_at,
+            finished_at=timezone.now(),
+            rate=work.rate,
+            service_failures=work.service_failures,
+        )
+
+    # --- recorder thread --------------------------------------------------------------
+
+    def _recorder_loop(self) -> None:
+        pending: list[SendResult | Release] = []
+        summary: RecordSummary | None = None  # set once the batch is written, until finish() ran
+        failures = 0
+        try:
+            while True:
+                if not pending:
+                    if self._senders_done.is_set() and self._results.empty():
+                        return
+                    try:
+                        pending.append(self._results.get(timeout=0.05))
+                    except queue.Empty:
+                        continue
+                    self._gather(pending)
+                try:
+                    config = get_config_by_category("queue")
+                    if summary is None:
+                        summary = self._record(pending, config)
+                    self._recorder.finish(summary, queue_config=config)
+                except Exception as exc:
+                    # Keep the outcomes and try again (only the part not yet
+                    # written): a database restart must lose nothing. Claiming
+                    # pauses meanwhile (see _main_loop).
+                    failures += 1
+                    self._recorder_failing.set()
+                    delay = min(0.5 * 2**failures, 10.0)
+                    if isinstance(exc, DB_ERRORS):
+                        logger.warning(
+                            "cannot record outcomes yet, retrying",
+                            extra={"pending": len(pending), "error": str(exc).strip(), "sleep": delay},
+                        )
+                    else:
+                        logger.exception("recording outcomes failed, retrying", extra={"pending": len(pending)})
+                    self._reset_connection()
+                    time.sleep(delay)
+                    continue
+                failures = 0
+                self._recorder_failing.clear()
+                with self._in_flight_lock:
+                    self._in_flight -= len(pending)
+                    self._in_flight_lock.notify_all()
+                pending = []
+                summary = None
+        finally:
+            connection.close()
+
+    def _gather(self, pending: list[SendResult | Release]) -> None:
+        """Collect more results for one write: up to a claim batch, or RECORD_WAIT_SECONDS."""
+        deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        target = max(1, min((self.max_in_flight - self.concurrency) // 4, 500))
+        while len(pending) < target:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._senders_done.is_set():
+                break
+            try:
+                pending.append(self._results.get(timeout=remaining))
+            except queue.Empty:
+                break
+        while len(pending) < 500:
+            try:
+                pending.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+
+    def _record(self, batch: list[SendResult | Release], config: dict) -> RecordSummary:
+        results = [r for r in batch if isinstance(r, SendResult)]
+        releases = [r for r in batch if isinstance(r, Release)]
+        summary = self._recorder.record(results, queue_config=config)
+        by_token: dict[uuid.UUID, list[Release]] = {}
+        for release in releases:
+            by_token.setdefault(release.token, []).append(release)
+        released = 0
+        for token, group in by_token.items():
+            leases = {r.item.service_id: r.lease for r in group if r.lease is not None}
+            released += claims_release(
+                token=token, ids=[r.item.id for r in group], leases=leases, quota_timezone=config["quota_timezone"]
+            )
+        self.stats.sent += summary.sent
+        self.stats.retried += summary.retried
+        self.stats.failed += summary.failed
+        self.stats.released += released
+        return summary
+
+    # --- figures -------------------------------------------------------------------------
+
+    def figures(self) -> dict:
+        """What this process did, for benchmarks and reports."""
+        latencies = sorted(self._claim_ms)
+
+        def pct(p: float) -> float | None:
+            return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] if latencies else None
+
+        return {
+            "worker_id": self.worker_id,
+            "claimed": self.stats.claimed,
+            "sent": self.stats.sent,
+            "retried": self.stats.retried,
+            "failed": self.stats.failed,
+            "released": self.stats.released,
+            "claims": len(latencies),
+            "claim_ms_p50": pct(50),
+            "claim_ms_p99": pct(99),
+        }
+
+
+def work_remaining() -> bool:
+    """Is any subtask of a runnable, due task still to be sent (now or after a retry delay)?"""
+    now = timezone.now()
+    return SubTask.objects.filter(
+        Q(task__scheduled_at__isnull=True) | Q(task__scheduled_at__lte=now),
+        status__in=(SubTask.Status.PENDING, SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING),
+        task__status__in=(Task.Status.PENDING, Task.Status.SENDING),
+    ).exists()

@@ -1,0 +1,358 @@
+"""Task lifecycle: the functions the admin, the API, commands and tests all call.
+
+Every function validates first and writes in one transaction, so bad input
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef
+from django.utils import timezone
+
+from contacts.models import Contact, Tag
+from contacts.tag_manager import ContactTagManager
+from edm.ids import uuid7
+from monitoring.services.task_wait import TaskWaitMonitorService
+from queues.models import SubTask, Task
+from queues.rotation import user_queue_activate
+from queues.templates import TemplateError, compile_template
+
+BATCH = 2000
+MAX_SUBJECT = 998
+MAX_BODY = 1_000_000  # characters, per body
+RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
+NOT_TERMINAL = (SubTask.Status.PENDING, SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING)
+
+
+class TaskError(Exception):
+    """Base of the task lifecycle's domain errors."""
+
+
+class TaskValidationError(TaskError):
+    """Input that cannot make a task; ``errors`` maps a field to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items()))
+
+
+class TaskStateError(TaskError):
+    """The task is not in a state that allows the action."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    attributes: dict | None = None
+
+
+def message_id_for(subtask_id: uuid.UUID) -> str:
+    """The subtask's Message-ID, generated once and used on every attempt."""
+    return f"<{subtask_id.hex}@{settings.EDM_MESSAGE_ID_DOMAIN}>"
+
+
+def normalise_email(address: str) -> str:
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def parse_recipients(raw: Iterable[Any]) -> list[Recipient]:
+    """Validate a recipient list (addresses, or objects with email and fields); duplicates dropped."""
+    recipients: dict[str, Recipient] = {}
+    errors = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {"email": item}
+        if not isinstance(item, dict) or not isinstance(item.get("email"), str):
+            errors.append(f"item {index}: expected an address or an object with an 'email'")
+            continue
+        email = normalise_email(item["email"])
+        try:
+            validate_email(email)
+        except ValidationError:
+            errors.append(f"item {index}: {item['email']!r} is not a valid e-mail address")
+            continue
+        attributes = item.get("attributes")
+        if attributes is not None and not isinstance(attributes, dict):
+            errors.append(f"item {index}: 'attributes' must be an object")
+            continue
+        recipients.setdefault(
+            email.lower(),
+            Recipient(
+                email=email,
+                first_name=str(item.get("first_name") or "")[:100],
+                last_name=str(item.get("last_name") or "")[:100],
+                attributes=attributes,
+            ),
+        )
+        if len(errors) >= 20:
+            break
+    if errors:
+        raise TaskValidationError({"recipients": errors})
+    return list(recipients.values())
+
+
+def _validate_content(*, name: str, subject: str, body_text: str, body_html: str) -> None:
+    errors: dict[str, list[str]] = {}
+    if not name.strip():
+        errors["name"] = ["must not be empty"]
+    if not subject.strip():
+        errors["subject"] = ["must not be empty"]
+    elif len(subject) > MAX_SUBJECT or "\n" in subject or "\r" in subject:
+        errors["subject"] = [f"must be one line of at most {MAX_SUBJECT} characters"]
+    if not body_text.strip() and not body_html.strip():
+        errors["body"] = ["give a text body, an HTML body, or both"]
+    for field, value in (("body_text", body_text), ("body_html", body_html)):
+        if len(value) > MAX_BODY:
+            errors[field] = [f"at most {MAX_BODY} characters"]
+    for field, value, html in (
+        ("subject", subject, False),
+        ("body_text", body_text, False),
+        ("body_html", body_html, True),
+    ):
+        if field in errors:
+            continue
+        try:
+            compile_template(value, html=html, field=field)
+        except TemplateError as exc:
+            errors.setdefault(field, []).append(str(exc))
+    if errors:
+        raise TaskValidationError(errors)
+
+
+def task_create(
+    *,
+    owner,
+    name: str,
+    subject: str,
+    body_text: str = "",
+    body_html: str = "",
+    recipients: Sequence[Any] | None = None,
+    tag: Tag | None = None,
+    priority: int = 0,
+    scheduled_at: dt.datetime | None = None,
+    from_name: str = "",
+    reply_to: str = "",
+) -> Task:
+    """Create a task for a recipient list or a tag's contacts, expand it into subtasks and queue it."""
+    if (recipients is None) == (tag is None):
+        raise TaskValidationError({"recipients": ["give either a recipient list or a tag, not both or neither"]})
+    _validate_content(name=name, subject=subject, body_text=body_text, body_html=body_html)
+    if not -32768 <= priority <= 32767:
+        raise TaskValidationError({"priority": ["must be between -32768 and 32767"]})
+    if tag is not None and tag.owner_id != owner.pk:
+        raise TaskValidationError({"tag": ["no such tag"]})
+    if reply_to:
+        try:
+            validate_email(reply_to)
+        except ValidationError:
+            raise TaskValidationError({"reply_to": [f"{reply_to!r} is not a valid e-mail address"]}) from None
+    parsed = parse_recipients(recipients) if recipients is not None else None
+    if parsed is not None and not parsed:
+        raise TaskValidationError({"recipients": ["the list is empty"]})
+
+    now = timezone.now()
+    with transaction.atomic():
+        task = Task.objects.create(
+            owner=owner,
+            name=name,
+            subject=subject,
+            body_text=body_text,
+            body_html=body_html,
+            priority=priority,
+            scheduled_at=scheduled_at,
+            from_name=from_name,
+            reply_to=reply_to,
+            tag=tag,
+        )
+        chunks = _contact_chunks_for_list(owner, parsed) if parsed is not None else _contact_chunks_for_tag(tag)
+        created = 0
+        for contacts in chunks:
+            created += _create_subtasks(task, contacts, now)
+        if created == 0:
+            raise TaskValidationError({"tag": ["the tag has no contacts"]})
+        entry = max(now, scheduled_at) if scheduled_at else now
+        TaskWaitMonitorService.record_task_entry(task_id=task.pk, user_id=owner.pk, entry_time=entry)
+        user_queue_activate(user_ids=[owner.pk], at=entry)
+    return task
+
+
+def _contact_chunks_for_list(owner, recipients: list[Recipient]) -> Iterator[list[tuple[uuid.UUID, str]]]:
+    for start in range(0, len(recipients), BATCH):
+        chunk = recipients[start : start + BATCH]
+        Contact.objects.bulk_create(
+            [
+                Contact(
+                    owner=owner,
+                    email=r.email,
+                    first_name=r.first_name,
+                    last_name=r.last_name,
+                    attributes=r.attributes or {},
+                )
+                for r in chunk
+            ],
+            ignore_conflicts=True,
+        )
+        ids = dict(Contact.objects.filter(owner=owner, email__in=[r.email for r in chunk]).values_list("email", "id"))
+        yield [(ids[r.email], r.email) for r in chunk if r.email in ids]
+
+
+def _contact_chunks_for_tag(tag: Tag) -> Iterator[list[tuple[uuid.UUID, str]]]:
+    contacts = ContactTagManager().contacts_of_tag(tag.pk).order_by("pk").values_list("id", "email")
+    chunk: list[tuple[uuid.UUID, str]] = []
+    for row in contacts.iterator(chunk_size=BATCH):
+        chunk.append(row)
+        if len(chunk) == BATCH:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _create_subtasks(task: Task, contacts: list[tuple[uuid.UUID, str]], now: dt.datetime) -> int:
+    subtasks = []
+    for contact_id, email in contacts:
+        subtask_id = uuid7()
+        subtasks.append(
+            SubTask(
+                id=subtask_id,
+                task=task,
+                owner_id=task.owner_id,
+                contact_id=contact_id,
+                recipient_email=email,
+                priority=task.priority,
+                message_id=message_id_for(subtask_id),
+                next_attempt_at=now,
+            )
+        )
+    SubTask.objects.bulk_create(subtasks, batch_size=BATCH)
+    return len(subtasks)
+
+
+def _locked_task(task_id: uuid.UUID) -> Task:
+    return Task.objects.select_for_update().get(pk=task_id)
+
+
+def task_pause(*, task: Task) -> Task:
+    """Stop new claims of the task at once; sends already under way finish."""
+    with transaction.atomic():
+        locked = _locked_task(task.pk)
+        if locked.status == Task.Status.PAUSED:
+            return locked
+        if locked.status not in RUNNABLE:
+            raise TaskStateError(f"a {locked.status} task cannot be paused")
+        locked.status = Task.Status.PAUSED
+        locked.save(update_fields=["status", "updated_at"])
+    return locked
+
+
+def task_resume(*, task: Task) -> Task:
+    """Continue a paused task where it stopped: only its pending subtasks are sent."""
+    with transaction.atomic():
+        locked = _locked_task(task.pk)
+        if locked.status in RUNNABLE:
+            return locked
+        if locked.status != Task.Status.PAUSED:
+            raise TaskStateError(f"a {locked.status} task cannot be resumed")
+        started = locked.subtasks.exclude(status=SubTask.Status.PENDING).exists()
+        locked.status = Task.Status.SENDING if started else Task.Status.PENDING
+        locked.save(update_fields=["status", "updated_at"])
+        user_queue_activate(user_ids=[locked.owner_id], at=timezone.now())
+    tasks_complete_if_done([locked.pk])
+    locked.refresh_from_db()
+    return locked
+
+
+def task_cancel(*, task: Task) -> int:
+    """Cancel the task and its pending subtasks; returns how many subtasks were cancelled."""
+    with transaction.atomic():
+        locked = _locked_task(task.pk)
+        if locked.status == Task.Status.CANCELLED:
+            return 0
+        if locked.status not in (*RUNNABLE, Task.Status.PAUSED):
+            raise TaskStateError(f"a {locked.status} task cannot be cancelled")
+        now = timezone.now()
+        cancelled = locked.subtasks.filter(status=SubTask.Status.PENDING).update(
+            status=SubTask.Status.CANCELLED, updated_at=now
+        )
+        locked.status = Task.Status.CANCELLED
+        locked.completed_at = now
+        locked.save(update_fields=["status", "completed_at", "updated_at"])
+    return cancelled
+
+
+def task_retry_failed(*, task: Task) -> int:
+    """Queue the task's failed subtasks again (with a fresh retry budget); returns how many."""
+    with transaction.atomic():
+        locked = _locked_task(task.pk)
+        if locked.status == Task.Status.CANCELLED:
+            raise TaskStateError("a cancelled task cannot be retried")
+        now = timezone.now()
+        retried = locked.subtasks.filter(status=SubTask.Status.FAILED).update(
+            status=SubTask.Status.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            service=None,
+            sender_email=None,
+            claim_token=None,
+            updated_at=now,
+        )
+        if retried and locked.status in (Task.Status.COMPLETED, Task.Status.FAILED):
+            locked.status = Task.Status.SENDING
+            locked.completed_at = None
+            locked.save(update_fields=["status", "completed_at", "updated_at"])
+        if retried and locked.status in RUNNABLE:
+            user_queue_activate(user_ids=[locked.owner_id], at=now)
+    return retried
+
+
+def tasks_complete_if_done(task_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    """Mark runnable tasks whose every subtask is terminal completed (or failed if none was sent)."""
+    ids = list(set(task_ids))
+    if not ids:
+        return []
+    unfinished = SubTask.objects.filter(task=OuterRef("pk"), status__in=NOT_TERMINAL)
+    if connection.vendor == "postgresql":
+        from queues.scheduler.pgsql import done_tasks
+
+        done = done_tasks(ids)
+    else:
+        done = list(
+            Task.objects.filter(pk__in=ids, status__in=RUNNABLE)
+            .filter(~Exists(unfinished))
+            .values_list("pk", flat=True)
+        )
+    now = timezone.now()
+    finished = []
+    for task_id in done:
+        anything_sent = SubTask.objects.filter(task_id=task_id, status=SubTask.Status.SENT).exists()
+        status = Task.Status.COMPLETED if anything_sent else Task.Status.FAILED
+        # Compare-and-set: a concurrent pause, cancel or retry wins.
+        if (
+            Task.objects.filter(pk=task_id, status__in=RUNNABLE)
+            .filter(~Exists(unfinished))
+            .update(status=status, completed_at=now, updated_at=now)
+        ):
+            finished.append(task_id)
+    return finished
+
+
+def task_progress(task: Task) -> dict[str, int]:
+    """Subtask counts by status (zeros included) and the total."""
+    counts = dict.fromkeys(SubTask.Status.values, 0)
+    for status, n in task.subtasks.values_list("status").annotate(n=Count("id")).order_by():
+        counts[status] = n
+    counts["total"] = sum(counts.values())
+    return counts

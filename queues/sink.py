@@ -1,0 +1,164 @@
+"""A local SMTP sink: accepts mail, records it, and can misbehave on demand.
+
+Used by the demo (``make run``), the tests and the benchmarks. It records each
+message's Message-ID, envelope sender (which service sent it), recipient and
+arrival time. Failures can be injected:
+
+- by recipient local part: ``tempfail…`` gets 451 at RCPT, ``permfail…`` 550
+  at RCPT, ``datafail…`` 554 after DATA, ``flaky…`` 451 after DATA the first
+  time a Message-ID is seen and 250 after that;
+- for everything: ``mode`` = ``"tempfail"`` (451 after DATA) or
+  ``"permfail"`` (554 after DATA);
+- ``latency`` seconds before the reply to DATA; ``stop()``/``start()`` to be down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SinkRecord:
+    message_id: str
+    mail_from: str
+    recipient: str
+    received_at: float  # time.time()
+    size: int
+    content: bytes | None = None
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("tempfail"):
+            return "451 4.3.0 Temporary failure, try again later"
+        if local.startswith("permfail"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
+        sink = self.sink
+        if sink.latency:
+            await asyncio.sleep(sink.latency)
+        content = envelope.original_content or envelope.content or b""
+        if isinstance(content, str):
+            content = content.encode()
+        head = content[: content.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in content else content
+        found = _MESSAGE_ID.search(head)
+        message_id = found.group(1).decode() if found else ""
+        local = envelope.rcpt_tos[0].split("@", 1)[0].lower() if envelope.rcpt_tos else ""
+        if sink.mode == "tempfail":
+            return "451 4.3.2 System not accepting messages right now"
+        if sink.mode == "permfail" or local.startswith("datafail"):
+            return "554 5.7.1 Message rejected as spam"
+        if local.startswith("flaky"):
+            with sink.lock:
+                first_time = message_id not in sink.flaky_seen
+                sink.flaky_seen.add(message_id)
+            if first_time:
+                return "451 4.4.5 Try again"
+        record = SinkRecord(
+            message_id=message_id,
+            mail_from=envelope.mail_from or "",
+            recipient=envelope.rcpt_tos[0] if envelope.rcpt_tos else "",
+            received_at=time.time(),
+            size=len(content),
+            content=content if sink.keep_content else None,
+        )
+        with sink.lock:
+            sink.records.append(record)
+        return "250 2.0.0 OK queued"
+
+
+class _SinkSMTP(SMTP):
+    def __init__(self, handler: _Handler, sink: SmtpSink) -> None:
+        super().__init__(handler, hostname="edm-sink", decode_data=False, ident="EDM sink")
+        self._sink = sink
+
+    def connection_made(self, transport) -> None:
+        self._sink.connections.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, error) -> None:
+        self._sink.connections.discard(self.transport)
+        super().connection_lost(error)
+
+
+class SmtpSink:
+    """An SMTP server on a background thread; ``port`` is known after ``start()``."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0, keep_content: bool = False
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self.keep_content = keep_content
+        self.mode = "ok"
+        self.records: list[SinkRecord] = []
+        self.flaky_seen: set[str] = set()
+        self.lock = threading.Lock()
+        self.connections: set = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self) -> SmtpSink:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="smtp-sink", daemon=True)
+            self._thread.start()
+        handler = _Handler(self)
+        create = self._loop.create_server(lambda: _SinkSMTP(handler, self), self.host, self.port, reuse_address=True)
+        self._server = asyncio.run_coroutine_threadsafe(create, self._loop).result(timeout=10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, *, drop_connections: bool = True) -> None:
+        """Stop listening (and cut open sessions): the server is down until ``start()``."""
+        if self._server is None or self._loop is None:
+            return
+        server, self._server = self._server, None
+
+        async def _close() -> None:
+            server.close()
+            if drop_connections:
+                for transport in list(self.connections):
+                    transport.abort()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(_close(), self._loop).result(timeout=10)
+
+    def shutdown(self) -> None:
+        self.stop()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop = None
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def snapshot(self) -> list[SinkRecord]:
+        with self.lock:
+            return list(self.records)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.records)
