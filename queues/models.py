@@ -65,6 +65,8 @@ class EmailService(models.Model):
     consecutive_failures = models.IntegerField(
         default=0, help_text="Failed sends since the last success; the service backs off past a threshold."
     )
+    backoff_level = models.IntegerField(default=0, help_text="Back-offs in a row; each one doubles the next.")
+    backoff_until = models.DateTimeField(null=True, blank=True, help_text="Backed off (failing) until then.")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -44,3 +44,45 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres_only" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_config_cache():
+    """Every test starts without cached config values (they are cached per process for 1 s)."""
+    from config.services import ConfigManagerService
+
+    ConfigManagerService.invalidate()
+    yield
+    ConfigManagerService.invalidate()
+
+
+@pytest.fixture
+def smtp_sink():
+    """A real SMTP server (aiosmtpd) on a free port, recording every message."""
+    from queues.sink import SmtpSink
+
+    sink = SmtpSink().start()
+    yield sink
+    sink.shutdown()
+
+
+@pytest.fixture
+def queue_config(db):
+    """Set queue.* settings for the test: ``queue_config(max_retries=1, ...)``."""
+    from config.services import ConfigManagerService
+
+    def apply(**values):
+        for key, value in values.items():
+            ConfigManagerService.set_config("queue", key, value)
+        return ConfigManagerService.get_config_by_category("queue")
+
+    return apply
+
+
+@pytest.fixture
+def schedulers(tmp_path):
+    from tests.schedulers import Schedulers
+
+    group = Schedulers(tmp_path)
+    yield group
+    group.stop()

@@ -444,5 +444,9 @@ def claims_release(
             if lease is not None:
                 # Only our own lease: if the service was used since, leave it alone.
                 EmailService.objects.filter(pk=service_id, next_available_at=lease).update(next_available_at=Now())
+        # A task cancelled meanwhile keeps nothing pending.
+        SubTask.objects.filter(pk__in=[h[0] for h in held], task__status=Task.Status.CANCELLED).update(
+            status=SubTask.Status.CANCELLED
+        )
         user_queue_activate(user_ids={h[2] for h in held}, at=now)
     return len(held)

@@ -162,9 +162,15 @@ class OutcomeRecorder:
             if result.delivery.outcome != SENT and self._record_failure(result, queue_config, now, summary, retry_at):
                 applied.append(result)
         # Retries are work again: their owners go back into the rotation, in
-        # this same transaction (see rotation.user_queue_activate).
+        # this same transaction (see rotation.user_queue_activate). A task
+        # cancelled while the attempt was under way keeps nothing pending.
         for owner_id, at in retry_at.items():
             user_queue_activate(user_ids=[owner_id], at=at)
+        if retry_at:
+            retried = [r.item.id for r in results if r.delivery.outcome == TRANSIENT]
+            SubTask.objects.filter(
+                pk__in=retried, status=SubTask.Status.PENDING, task__status=Task.Status.CANCELLED
+            ).update(status=SubTask.Status.CANCELLED, updated_at=now)
         summary.stale = len(results) - len(applied)
         if summary.stale:
             logger.warning("outcomes for subtasks no longer claimed", extra={"count": summary.stale})
@@ -322,6 +328,8 @@ class OutcomeRecorder:
         if b.last_ok is not None:
             changes["last_sent_at"] = b.last_ok
             changes["consecutive_failures"] = Value(b.trailing)
+            changes["backoff_level"] = Value(0)
+            changes["backoff_until"] = None
         else:
             changes["consecutive_failures"] = F("consecutive_failures") + b.faults
         if b.rate > 0:
@@ -334,14 +342,30 @@ class OutcomeRecorder:
 
     @staticmethod
     def _maybe_back_off(service_id: uuid.UUID, name: str, consecutive: int, queue_config: dict) -> None:
-        threshold = queue_config["service_failure_threshold"]
-        if consecutive < threshold:
+        """Back a failing service off, doubling the pause each time it comes back and fails again."""
+        if consecutive < queue_config["service_failure_threshold"]:
             return
-        doublings = min(consecutive // threshold - 1, 20)
-        delay = min(queue_config["service_backoff_seconds"] * 2**doublings, queue_config["service_backoff_max_seconds"])
-        EmailService.objects.filter(pk=service_id).update(
-            next_available_at=Greatest(Coalesce(F("next_available_at"), Now()), Now() + dt.timedelta(seconds=delay))
+        row = EmailService.objects.filter(pk=service_id).values_list("backoff_level", flat=True).first()
+        if row is None:
+            return
+        level = row
+        delay = min(
+            queue_config["service_backoff_seconds"] * 2 ** min(level, 30), queue_config["service_backoff_max_seconds"]
         )
+        until = Now() + dt.timedelta(seconds=delay)
+        # Compare-and-set: failures of sends that were under way when the
+        # service was already backed off do not back it off again.
+        backed_off = (
+            EmailService.objects.filter(pk=service_id, backoff_level=level)
+            .filter(Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
+            .update(
+                backoff_level=level + 1,
+                backoff_until=until,
+                next_available_at=Greatest(Coalesce(F("next_available_at"), Now()), until),
+            )
+        )
+        if not backed_off:
+            return
         AlertManagerService.create_alert(
             alert_type="service_failing",
             severity="critical",

@@ -197,6 +197,8 @@ SET total_sent = e.total_sent + v.ok,
     last_sent_at = COALESCE(v.last_ok, e.last_sent_at),
     consecutive_failures = CASE WHEN v.last_ok IS NOT NULL THEN v.trail
                                 ELSE e.consecutive_failures + v.faults END,
+    backoff_level = CASE WHEN v.last_ok IS NOT NULL THEN 0 ELSE e.backoff_level END,
+    backoff_until = CASE WHEN v.last_ok IS NOT NULL THEN NULL ELSE e.backoff_until END,
     next_available_at = CASE WHEN v.rate > 0 THEN now() + v.rate * interval '1 second'
                              ELSE e.next_available_at END
 FROM unnest(%(ids)s::uuid[], %(ok)s::int[], %(failed)s::int[], %(batch_rate)s::numeric[], %(keep)s::numeric[],

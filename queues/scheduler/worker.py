@@ -192,13 +192,16 @@ class SchedulerWorker:
             config = get_config_by_category("queue")
             try:
                 self._heartbeat()
-                # Claim a full batch when the senders are about to run out of
-                # work: claims stay large (cheap per mail), senders never idle,
-                # and outcomes waiting to be written are bounded.
+                # Claim a batch when the senders are about to run out of work:
+                # claims stay large enough to be cheap per mail, senders never
+                # idle, and what a process holds beyond what it is sending is
+                # about one batch. That bounds how far the order mails leave in
+                # can differ from the rotation's order (see README, Fairness).
                 batch = config["claim_batch_size"]
                 self.max_in_flight = self.concurrency + 4 * batch
                 free = self.max_in_flight - self._in_flight
-                if self._recorder_failing.is_set() or free <= 0 or self._unsent > self.concurrency:
+                # (With batch 1 that is "only when a sender is idle": the strictest order.)
+                if self._recorder_failing.is_set() or free <= 0 or self._unsent >= self.concurrency + batch // 2:
                     self._wait_for_capacity(0.5)
                     continue
                 started = time.perf_counter()
@@ -250,7 +253,7 @@ class SchedulerWorker:
     def _wait_for_capacity(self, timeout: float) -> None:
         with self._in_flight_lock:
             self._in_flight_lock.wait_for(
-                lambda: self._unsent <= self.concurrency and self._in_flight < self.max_in_flight, timeout
+                lambda: self._unsent < self.concurrency and self._in_flight < self.max_in_flight, timeout
             )
 
     def _dispatch(self, claim: Claim, config: dict) -> None:
@@ -351,7 +354,9 @@ class SchedulerWorker:
                 work = self._work.get()
                 if work is None:
                     return
-                if work.must_start_by is not None and time.monotonic() > work.must_start_by:
+                late = work.must_start_by is not None and time.monotonic() > work.must_start_by
+                if late or self._stop.is_set():
+                    # Not started: give it back (stopping finishes only the sends under way).
                     self._results.put(Release(work.item, work.token, None))
                 else:
                     self._results.put(self._send(work, transports))
