@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter, defaultdict
 
@@ -52,7 +53,7 @@ def test_no_two_sends_through_one_service_closer_than_its_sending_rate(
     assert set(arrivals) == {s.from_email for s in services}
     for sender, times in arrivals.items():
         times.sort()
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 0.3, (sender, min(gaps))
     assert statuses() == {"sent": 45}
 
