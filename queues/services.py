@@ -104,10 +104,12 @@ def parse_recipients(raw: Iterable[Any]) -> list[Recipient]:
     return list(recipients.values())
 
 
-def _validate_content(*, name: str, subject: str, body_text: str, body_html: str) -> None:
+def _validate_content(*, name: str, subject: str, body_text: str, body_html: str, from_name: str) -> None:
     errors: dict[str, list[str]] = {}
     if not name.strip():
         errors["name"] = ["must not be empty"]
+    if len(from_name) > 100 or "\n" in from_name or "\r" in from_name:
+        errors["from_name"] = ["must be one line of at most 100 characters"]
     if not subject.strip():
         errors["subject"] = ["must not be empty"]
     elif len(subject) > MAX_SUBJECT or "\n" in subject or "\r" in subject:
@@ -149,7 +151,7 @@ def task_create(
     """Create a task for a recipient list or a tag's contacts, expand it into subtasks and queue it."""
     if (recipients is None) == (tag is None):
         raise TaskValidationError({"recipients": ["give either a recipient list or a tag, not both or neither"]})
-    _validate_content(name=name, subject=subject, body_text=body_text, body_html=body_html)
+    _validate_content(name=name, subject=subject, body_text=body_text, body_html=body_html, from_name=from_name)
     if not -32768 <= priority <= 32767:
         raise TaskValidationError({"priority": ["must be between -32768 and 32767"]})
     if tag is not None and tag.owner_id != owner.pk:

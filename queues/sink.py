@@ -9,7 +9,7 @@ arrival time. Failures can be injected:
   time a Message-ID is seen and 250 after that;
 - for everything: ``mode`` = ``"tempfail"`` (451 after DATA) or
   ``"permfail"`` (554 after DATA);
-- ``latency`` seconds before the reply to DATA; ``stop()``/``start()`` to be down.
+- ``latency`` seconds before the reply to DATA (the message is recorded on arrival); ``stop()``/``start()`` to be down.
 """
 
 from __future__ import annotations
@@ -49,9 +49,15 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
+        reply = self._accept(envelope)
+        # Like a real server: the message is taken (and recorded) as soon as
+        # it arrives; only the reply is late.
+        if self.sink.latency:
+            await asyncio.sleep(self.sink.latency)
+        return reply
+
+    def _accept(self, envelope: Envelope) -> str:
         sink = self.sink
-        if sink.latency:
-            await asyncio.sleep(sink.latency)
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode()

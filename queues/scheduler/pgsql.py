@@ -53,10 +53,13 @@ def _execute(sql: str, params: dict) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
+# statement_timestamp() everywhere, like Django's Now(): within one
+# transaction it still moves on, and every process compares against the
+# database's clock, so hosts with skewed clocks cannot break a sending_rate.
 READY_SERVICES_SQL = """
 SELECT * FROM email_services
 WHERE is_enabled AND daily_quota > 0
-  AND (next_available_at IS NULL OR next_available_at <= now())
+  AND (next_available_at IS NULL OR next_available_at <= statement_timestamp())
   AND (used_quota < daily_quota OR quota_date IS DISTINCT FROM %(today)s)
 ORDER BY used_quota, last_sent_at NULLS FIRST, id
 LIMIT %(limit)s
@@ -199,7 +202,7 @@ SET total_sent = e.total_sent + v.ok,
                                 ELSE e.consecutive_failures + v.faults END,
     backoff_level = CASE WHEN v.last_ok IS NOT NULL THEN 0 ELSE e.backoff_level END,
     backoff_until = CASE WHEN v.last_ok IS NOT NULL THEN NULL ELSE e.backoff_until END,
-    next_available_at = CASE WHEN v.rate > 0 THEN now() + v.rate * interval '1 second'
+    next_available_at = CASE WHEN v.rate > 0 THEN statement_timestamp() + v.rate * interval '1 second'
                              ELSE e.next_available_at END
 FROM unnest(%(ids)s::uuid[], %(ok)s::int[], %(failed)s::int[], %(batch_rate)s::numeric[], %(keep)s::numeric[],
             %(mean_ms)s::numeric[], %(last_ok)s::timestamptz[], %(trail)s::int[], %(faults)s::int[],

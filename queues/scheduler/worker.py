@@ -105,7 +105,8 @@ class SchedulerWorker:
         self.worker_id = worker_id or new_worker_id()
         self.max_in_flight = concurrency * 2  # recomputed from the claim batch size in the loop
         self.stats = Stats()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no more claims
+        self._stopping = threading.Event()  # signalled: also give back what has not started
         self._signals = 0
         self._work: queue.Queue[WorkItem | None] = queue.Queue()
         self._results: queue.Queue[SendResult | Release] = queue.Queue()
@@ -158,6 +159,8 @@ class SchedulerWorker:
         return 0
 
     def stop(self) -> None:
+        """Like SIGTERM: no new claims, sends under way finish, the rest is given back."""
+        self._stopping.set()
         self._stop.set()
 
     def _install_signal_handlers(self) -> dict[int, object]:
@@ -182,6 +185,7 @@ class SchedulerWorker:
             "stopping: no new claims, finishing sends in flight",
             extra={"signal": signal.Signals(signum).name, "in_flight": self._in_flight},
         )
+        self._stopping.set()
         self._stop.set()
 
     # --- main thread: claim and dispatch -------------------------------------
@@ -355,7 +359,7 @@ class SchedulerWorker:
                 if work is None:
                     return
                 late = work.must_start_by is not None and time.monotonic() > work.must_start_by
-                if late or self._stop.is_set():
+                if late or self._stopping.is_set():
                     # Not started: give it back (stopping finishes only the sends under way).
                     self._results.put(Release(work.item, work.token, None))
                 else:

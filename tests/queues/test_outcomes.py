@@ -1,0 +1,231 @@
+"""Recording outcomes: compare-and-set on the claim, counters, retries, back-off, first sends, completion."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from config.services import get_config_by_category
+from monitoring.models import Alert, TaskWaitMetric
+from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
+from queues.scheduler.claim import claim_subtasks
+from queues.scheduler.outcomes import OutcomeRecorder, SendResult, retry_delay
+from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, Delivery
+from queues.services import task_cancel, task_create
+
+
+def claimed(owner, n: int = 1, **task_fields):
+    task_create(
+        owner=owner,
+        name="t",
+        subject="s",
+        body_text="b",
+        recipients=[f"r{i}@{owner.username}.example" for i in range(n)],
+        **task_fields,
+    )
+    return claim_subtasks(worker_id="w1", limit=n, queue_config=get_config_by_category("queue"))
+
+
+def result(claim, item, delivery: Delivery, *, ms: int = 40, rate: float = 0.0, failures: int = 0) -> SendResult:
+    finished = timezone.now()
+    return SendResult(
+        item=item,
+        token=claim.token,
+        delivery=delivery,
+        started_at=finished - dt.timedelta(milliseconds=ms),
+        finished_at=finished,
+        rate=rate,
+        service_failures=failures,
+    )
+
+
+def record(results):
+    recorder = OutcomeRecorder(worker_id="w1")
+    config = get_config_by_category("queue")
+    summary = recorder.record(results, queue_config=config)
+    recorder.finish(summary, queue_config=config)
+    return summary
+
+
+OK = Delivery(SENT, 250, "2.0.0 queued")
+
+
+@pytest.fixture
+def service(email_service_factory):
+    return email_service_factory(sending_rate=0)
+
+
+def test_a_sent_mail_is_recorded_with_its_attempt_and_the_service_counters(service, user):
+    claim = claimed(user, 2)
+
+    summary = record([result(claim, item, OK, ms=40) for item in claim.items])
+
+    assert (summary.sent, summary.stale) == (2, 0)
+    for sub in SubTask.objects.all():
+        assert (sub.status, sub.attempts, sub.claim_token) == ("sent", 1, None)
+        assert sub.sent_at is not None
+    attempt = SendAttempt.objects.first()
+    assert (attempt.outcome, attempt.smtp_code, attempt.smtp_reply, attempt.worker_id) == (
+        "sent",
+        250,
+        "2.0.0 queued",
+        "w1",
+    )
+    assert attempt.service_id == service.pk and attempt.duration_ms == 40
+    service.refresh_from_db()
+    assert (service.total_sent, service.total_failed, service.success_rate) == (2, 0, Decimal("100.00"))
+    assert service.avg_response_time == 40
+    assert service.last_sent_at is not None
+    task = Task.objects.get()
+    assert (task.status, task.completed_at is not None) == ("completed", True)
+    metric = TaskWaitMetric.objects.get()
+    assert metric.status == "processing" and metric.wait_duration_seconds is not None
+
+
+def test_an_outcome_for_a_claim_that_no_longer_holds_the_subtask_changes_nothing(service, user):
+    claim = claimed(user, 1)
+    (item,) = claim.items
+    SubTask.objects.filter(pk=item.id).update(status="pending", claim_token=None, service=None)  # recovered
+
+    summary = record([result(claim, item, OK)])
+
+    assert (summary.sent, summary.stale) == (0, 1)
+    assert SubTask.objects.get().status == "pending"
+    assert SendAttempt.objects.count() == 1  # the attempt happened all the same
+
+
+def test_a_transient_failure_retries_later_with_backoff_then_fails(service, user, queue_config):
+    queue_config(max_retries=1, retry_backoff_seconds=30)
+    claim = claimed(user, 1)
+    (item,) = claim.items
+    before = timezone.now()
+
+    summary = record([result(claim, item, Delivery(TRANSIENT, 451, "try later", service_fault=True))])
+
+    sub = SubTask.objects.get()
+    assert summary.retried == 1
+    assert (sub.status, sub.attempts, sub.service_id, sub.claim_token) == ("pending", 1, None, None)
+    assert sub.error_message == "451 try later"
+    assert sub.next_attempt_at >= before + dt.timedelta(seconds=30)
+    # The owner is in the rotation by the time the retry is due (a claim before
+    # then finds nothing and defers them to exactly that moment).
+    assert UserQueue.objects.get(user=user).ready_at <= sub.next_attempt_at
+
+    SubTask.objects.filter(pk=sub.pk).update(next_attempt_at=timezone.now())
+    UserQueue.objects.filter(user=user).update(ready_at=timezone.now())
+    again = claim_subtasks(worker_id="w1", limit=1, queue_config=get_config_by_category("queue"))
+    record([result(again, again.items[0], Delivery(TRANSIENT, 451, "still later", service_fault=True))])
+
+    sub.refresh_from_db()
+    assert (sub.status, sub.attempts, sub.error_message) == ("failed", 2, "451 still later")
+    assert Task.objects.get().status == "failed"
+
+
+def test_a_permanent_failure_fails_at_once_keeping_the_reply(service, user):
+    claim = claimed(user, 1)
+    record([result(claim, claim.items[0], Delivery(PERMANENT, 550, "5.1.1 no such user"))])
+    sub = SubTask.objects.get()
+    assert (sub.status, sub.attempts, sub.error_message) == ("failed", 1, "550 5.1.1 no such user")
+    assert SendAttempt.objects.get().smtp_code == 550
+
+
+def test_a_retry_of_a_cancelled_task_is_cancelled_not_queued(service, user):
+    claim = claimed(user, 1)
+    task_cancel(task=Task.objects.get())
+    record([result(claim, claim.items[0], Delivery(TRANSIENT, 451, "later", service_fault=True))])
+    assert SubTask.objects.get().status == "cancelled"
+
+
+def test_retry_delay_doubles_and_is_capped():
+    config = {"retry_backoff_seconds": 10, "retry_backoff_max_seconds": 50}
+    assert [retry_delay(n, config) for n in (1, 2, 3, 4)] == [10, 20, 40, 50]
+
+
+def test_a_failing_service_backs_off_doubling_and_recovers_with_an_alert(email_service_factory, user, queue_config):
+    queue_config(max_retries=50, service_failure_threshold=3, service_backoff_seconds=10, retry_backoff_seconds=0)
+    service = email_service_factory(sending_rate=0)
+    fault = Delivery(TRANSIENT, None, "connection refused", service_fault=True)
+
+    claim = claimed(user, 3)
+    record([result(claim, item, fault) for item in claim.items])
+    service.refresh_from_db()
+    assert (service.consecutive_failures, service.backoff_level) == (3, 1)
+    first_backoff = service.backoff_until
+    assert service.next_available_at == first_backoff
+    alert = Alert.objects.get(alert_type="service_failing", subject=f"service:{service.pk}")
+    assert (alert.status, alert.severity) == ("open", "critical")
+    assert "backs off for 10 s" in alert.message
+
+    # Failures still arriving from sends under way do not back it off again.
+    EmailService.objects.filter(pk=service.pk).update(next_available_at=None)
+    late = claimed(user, 1)  # (claims are possible again only because the test moved next_available_at)
+    record([result(late, late.items[0], fault)])
+    service.refresh_from_db()
+    assert service.backoff_level == 1
+
+    # When the back-off is over and the service fails again, the pause doubles.
+    EmailService.objects.filter(pk=service.pk).update(backoff_until=timezone.now(), next_available_at=None)
+    probe = claimed(user, 1)
+    record([result(probe, probe.items[0], fault, failures=4)])
+    service.refresh_from_db()
+    assert service.backoff_level == 2
+    assert 19 <= (service.backoff_until - timezone.now()).total_seconds() <= 20
+    assert Alert.objects.get(alert_type="service_failing").occurrences == 2
+
+    # A success brings it back and resolves the alert.
+    EmailService.objects.filter(pk=service.pk).update(backoff_until=None, next_available_at=None)
+    good = claimed(user, 1)
+    record([result(good, good.items[0], OK, failures=5)])
+    service.refresh_from_db()
+    assert (service.consecutive_failures, service.backoff_level, service.backoff_until) == (0, 0, None)
+    assert Alert.objects.get(alert_type="service_failing").status == "resolved"
+
+
+def test_recipient_failures_do_not_count_against_the_service(service, user, queue_config):
+    queue_config(service_failure_threshold=1)
+    claim = claimed(user, 2)
+    record([result(claim, item, Delivery(PERMANENT, 550, "no user")) for item in claim.items])
+    service.refresh_from_db()
+    assert (service.consecutive_failures, service.backoff_level, service.total_failed) == (0, 0, 2)
+    assert service.success_rate == Decimal("0.00")
+    assert not Alert.objects.exists()
+
+
+def test_a_rate_limited_service_is_free_sending_rate_seconds_after_the_record(email_service_factory, user):
+    service = email_service_factory(sending_rate=3)
+    claim = claimed(user, 1)
+    before = timezone.now()
+    record([result(claim, claim.items[0], OK, rate=3)])
+    service.refresh_from_db()
+    assert before + dt.timedelta(seconds=3) <= service.next_available_at <= timezone.now() + dt.timedelta(seconds=3)
+
+
+@pytest.mark.parametrize(
+    ("wait", "severity"),
+    [(299, None), (300, "warning"), (600, "critical"), (1800, "emergency")],
+    ids=["below", "warning", "critical", "emergency"],
+)
+def test_the_first_send_records_the_wait_and_alerts_past_the_thresholds(service, user, wait, severity):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        claim = claimed(user, 1)
+    with time_machine.travel(start + dt.timedelta(seconds=wait), tick=False):
+        record([result(claim, claim.items[0], OK)])
+
+    metric = TaskWaitMetric.objects.get()
+    assert (metric.status, metric.wait_duration_seconds) == ("processing", wait)
+    alerts = list(Alert.objects.filter(alert_type="task_wait_exceeded").values_list("severity", flat=True))
+    assert alerts == ([severity] if severity else [])
+
+
+def test_the_first_send_is_recorded_once_even_from_two_workers(service, user):
+    claim = claimed(user, 2)
+    first, second = claim.items
+    record([result(claim, first, OK)])
+    record([result(claim, second, OK)])
+    assert TaskWaitMetric.objects.filter(status="processing").count() == 1
+    assert TaskWaitMetric.objects.get().first_send_time < SubTask.objects.get(pk=second.id).sent_at

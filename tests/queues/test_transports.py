@@ -1,0 +1,139 @@
+"""Transports against a real SMTP server (aiosmtpd) and a Django e-mail backend."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+from django.core import mail as django_mail
+
+from queues.scheduler.messages import RenderedMail
+from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, ServiceConfig, open_transport
+
+
+def config(port: int, **overrides) -> ServiceConfig:
+    fields = {
+        "id": uuid.uuid4(),
+        "name": "test",
+        "transport": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "username": "",
+        "password": "",
+        "security": "none",
+        "timeout": 5.0,
+        "backend_path": "",
+        "backend_options": {},
+        "from_email": "svc@sender.example",
+        "version": "1",
+    }
+    fields.update(overrides)
+    return ServiceConfig(**fields)
+
+
+def mail(recipient: str = "ann@example.org", message_id: str = "<m1@edm.test>") -> RenderedMail:
+    data = (
+        f"From: svc@sender.example\r\nTo: {recipient}\r\nSubject: hi\r\nMessage-ID: {message_id}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nline one\r\n.dot line\r\n"
+    ).encode()
+    return RenderedMail(
+        from_email="svc@sender.example",
+        recipient=recipient,
+        message_id=message_id,
+        subject="hi",
+        text="line one\n.dot line\n",
+        html=None,
+        from_header="svc@sender.example",
+        reply_to="",
+        data=data,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sends_and_reuses_one_connection(smtp_sink):
+    smtp_sink.keep_content = True
+    transport = open_transport(config(smtp_sink.port))
+    first = transport.send(mail(message_id="<a@t>"))
+    second = transport.send(mail(message_id="<b@t>"))
+    transport.close()
+
+    assert (first.outcome, first.code, second.outcome) == (SENT, 250, SENT)
+    records = smtp_sink.snapshot()
+    assert [r.message_id for r in records] == ["<a@t>", "<b@t>"]
+    assert records[0].mail_from == "svc@sender.example"
+    assert b"\r\n.dot line\r\n" in records[0].content  # dot-stuffing undone by the server
+    assert len({id(c) for c in smtp_sink.connections}) <= 1
+
+
+@pytest.mark.parametrize(
+    ("recipient", "outcome", "code", "fault"),
+    [
+        pytest.param("tempfail@example.org", TRANSIENT, 451, True, id="4xx-at-rcpt"),
+        pytest.param("permfail@example.org", PERMANENT, 550, False, id="5xx-at-rcpt"),
+        pytest.param("datafail@example.org", PERMANENT, 554, False, id="5xx-after-data"),
+    ],
+)
+def test_server_replies_are_classified(smtp_sink, recipient, outcome, code, fault):
+    transport = open_transport(config(smtp_sink.port))
+    delivery = transport.send(mail(recipient))
+    assert (delivery.outcome, delivery.code, delivery.service_fault) == (outcome, code, fault)
+    assert delivery.reply  # the server's text is kept
+    # The session is still usable after a refusal.
+    assert transport.send(mail()).outcome == SENT
+    transport.close()
+
+
+def test_a_refused_connection_is_a_transient_service_fault():
+    delivery = open_transport(config(free_port())).send(mail())
+    assert (delivery.outcome, delivery.code, delivery.service_fault) == (TRANSIENT, None, True)
+    assert delivery.reply.startswith("connection failed")
+
+
+def test_a_session_dropped_between_sends_is_reopened_once(smtp_sink):
+    transport = open_transport(config(smtp_sink.port))
+    assert transport.send(mail(message_id="<1@t>")).outcome == SENT
+    smtp_sink.stop()  # cuts the open session
+    smtp_sink.start()  # same port, fresh server
+    assert transport.send(mail(message_id="<2@t>")).outcome == SENT
+    assert [r.message_id for r in smtp_sink.snapshot()] == ["<1@t>", "<2@t>"]
+
+
+def test_no_reply_after_data_within_the_timeout_is_transient_and_not_resent(smtp_sink):
+    smtp_sink.latency = 1.5
+    transport = open_transport(config(smtp_sink.port, timeout=0.5))
+    delivery = transport.send(mail())
+    assert (delivery.outcome, delivery.code) == (TRANSIENT, None)
+    assert delivery.reply.startswith("no reply after DATA")
+    smtp_sink.latency = 0
+    time.sleep(1.5)
+    assert len(smtp_sink.snapshot()) == 1  # the server got it once; this attempt did not send it again
+
+
+def test_a_django_backend_service_sends_through_the_backend(settings):
+    transport = open_transport(
+        config(0, transport="backend", backend_path="django.core.mail.backends.locmem.EmailBackend")
+    )
+    delivery = transport.send(mail())
+    assert delivery.outcome == SENT
+    (sent,) = django_mail.outbox
+    assert sent.to == ["ann@example.org"]
+    assert sent.extra_headers["Message-ID"] == "<m1@edm.test>"
+    assert sent.message()["Message-ID"] == "<m1@edm.test>"
+
+
+def test_a_backend_that_raises_is_a_transient_service_fault():
+    transport = open_transport(config(0, transport="backend", backend_path="no.such.Backend"))
+    delivery = transport.send(mail())
+    assert (delivery.outcome, delivery.service_fault) == (TRANSIENT, True)
+    assert "no.such" in delivery.reply or "No module" in delivery.reply
+
+
+def test_the_password_never_shows_in_the_config_repr():
+    assert "s3cret" not in repr(config(25, password="s3cret"))
