@@ -116,9 +116,9 @@ def test_a_claim_marks_the_subtask_allocated_with_a_lease_and_charges_the_servic
 
 def test_ready_services_are_taken_least_used_first_and_rotated_among_equals(email_service_factory, user):
     now = timezone.now()
-    busy = email_service_factory(name="busy", sending_rate=0, used_quota=50, quota_date=quota_day(now, "UTC"))
-    recent = email_service_factory(name="recent", sending_rate=0, last_sent_at=now)
-    older = email_service_factory(name="older", sending_rate=0, last_sent_at=now - dt.timedelta(minutes=5))
+    email_service_factory(name="busy", sending_rate=0, used_quota=50, quota_date=quota_day(now, "UTC"))
+    email_service_factory(name="recent", sending_rate=0, last_sent_at=now)
+    email_service_factory(name="older", sending_rate=0, last_sent_at=now - dt.timedelta(minutes=5))
     make_task(user, 3)
 
     picked = [EmailService.objects.get(pk=claim(1).items[0].service_id).name for _ in range(3)]
