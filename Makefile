@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint venv
+.PHONY: run serve test lint venv
 
 venv: $(STAMP)
 
@@ -15,11 +15,17 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
-# The main job on the embedded SQLite default.
+# The main job on the embedded SQLite default: demo data, a local SMTP sink,
+# the scheduler until the queue is empty, a report.
 run: export DEBUG ?= 1
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	$(PY) manage.py demo
+
+# The admin (and later the API) on http://127.0.0.1:8000/.
+serve: export DEBUG ?= 1
+serve: $(STAMP)
+	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 # The test suite; set DATABASE_URL=postgres://... to run it on PostgreSQL.

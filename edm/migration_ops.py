@@ -67,10 +67,25 @@ class AddIndexConcurrentlyOnPostgres(migrations.AddIndex):
     adopting the migrations) is kept as it is.
     """
 
+    def __init__(self, model_name: str, index, *, sqlite_sql: str | None = None) -> None:
+        # sqlite_sql: the index as SQLite can have it, where the declaration
+        # uses something SQLite lacks (NULLS FIRST in an index, say).
+        super().__init__(model_name, index)
+        self.sqlite_sql = sqlite_sql
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        if self.sqlite_sql is not None:
+            kwargs["sqlite_sql"] = self.sqlite_sql
+        return name, args, kwargs
+
     def database_forwards(
         self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
     ) -> None:
         connection = schema_editor.connection
+        if connection.vendor == "sqlite" and self.sqlite_sql is not None:
+            schema_editor.execute(self.sqlite_sql)
+            return
         if connection.vendor != "postgresql":
             super().database_forwards(app_label, schema_editor, from_state, to_state)
             return
@@ -90,6 +105,9 @@ class AddIndexConcurrentlyOnPostgres(migrations.AddIndex):
         self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
     ) -> None:
         connection = schema_editor.connection
+        if connection.vendor == "sqlite" and self.sqlite_sql is not None:
+            schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(self.index.name)}")
+            return
         if connection.vendor != "postgresql":
             super().database_backwards(app_label, schema_editor, from_state, to_state)
             return

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from edm.ids import uuid7
@@ -76,10 +76,21 @@ class EmailService(models.Model):
         ordering = ["name"]
         indexes = [
             # The ready-service query: is_enabled AND used_quota < daily_quota
-            # AND (next_available_at IS NULL OR next_available_at <= now).
+            # AND (next_available_at IS NULL OR next_available_at <= now)
+            # ORDER BY used_quota, last_sent_at NULLS FIRST. This one finds the
+            # ready services when few are ready...
             models.Index(
                 fields=["next_available_at", "is_enabled"],
                 name="idx_email_services_next_available_enabled",
+                condition=Q(is_enabled=True),
+            ),
+            # ...this one walks them in the query's order when most are, so the
+            # LIMIT stops after a few rows instead of sorting thousands.
+            models.Index(
+                F("used_quota"),
+                F("last_sent_at").asc(nulls_first=True),
+                F("id"),
+                name="idx_email_services_ready_order",
                 condition=Q(is_enabled=True),
             ),
         ]

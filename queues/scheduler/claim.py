@@ -18,6 +18,7 @@ No SMTP happens here: the caller sends after commit and records afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -62,13 +63,30 @@ class ClaimedSubTask:
     contact: dict | None
 
 
+@dataclass(frozen=True)
+class ReadyService:
+    """What a claim needs of a ready service; its transport settings are cached by ``version``."""
+
+    id: uuid.UUID
+    version: dt.datetime
+    from_email: str
+    daily_quota: int
+    used_quota: int
+    quota_date: dt.date | None
+    sending_rate: float | None
+    consecutive_failures: int
+
+
+READY_COLUMNS = [f.name for f in dataclasses.fields(ReadyService)]
+
+
 @dataclass
 class Claim:
     status: ClaimStatus
     token: uuid.UUID | None = None
     started_at: dt.datetime | None = None
     items: list[ClaimedSubTask] = field(default_factory=list)
-    services: dict[uuid.UUID, EmailService] = field(default_factory=dict)
+    services: dict[uuid.UUID, ReadyService] = field(default_factory=dict)
     # Rate-limited services leased by this claim: {service id: lease end}.
     leases: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
 
@@ -95,7 +113,7 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict) -> Claim:
     with transaction.atomic():
         # A service without a rate takes a whole batch; rate-limited ones take
         # one slot each. Locking more rows than that only blocks other claimers.
-        services = _lock_ready_services(today, min(limit, MAX_SERVICES_PER_CLAIM))
+        services = _lock_ready_services(today, min(limit, MAX_SERVICES_PER_CLAIM), started_at)
         if not services:
             return Claim(
                 _nothing_ready(EmailService.objects.filter(ready_services_query(today)), ClaimStatus.NO_SERVICE)
@@ -121,17 +139,20 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict) -> Claim:
         )
 
 
-def _lock_ready_services(today: dt.date, limit: int) -> list[EmailService]:
+def _lock_ready_services(today: dt.date, limit: int, now: dt.datetime) -> list[ReadyService]:
     if connection.vendor == "postgresql":
-        return pgsql.ready_services(today=today, limit=limit)
-    return list(
-        EmailService.objects.filter(ready_services_query(today))
-        .order_by("used_quota", F("last_sent_at").asc(nulls_first=True), "id")
-        .select_for_update(skip_locked=True)[:limit]
-    )
+        rows = pgsql.ready_services(today=today, limit=limit, now=now)
+    else:
+        rows = (
+            EmailService.objects.filter(ready_services_query(today))
+            .order_by("used_quota", F("last_sent_at").asc(nulls_first=True), "id")
+            .select_for_update(skip_locked=True)
+            .values_list("id", "updated_at", *READY_COLUMNS[2:])[:limit]
+        )
+    return [ReadyService(*row) for row in rows]
 
 
-def effective_rate(service: EmailService, default_rate: float) -> float:
+def effective_rate(service: ReadyService | EmailService, default_rate: float) -> float:
     return service.sending_rate if service.sending_rate is not None else default_rate
 
 
@@ -142,8 +163,8 @@ def _nothing_ready(unlocked_rows, status: ClaimStatus) -> ClaimStatus:
 
 
 def _plan_slots(
-    services: list[EmailService], limit: int, today: dt.date, default_rate: float
-) -> list[tuple[EmailService, int]]:
+    services: list[ReadyService], limit: int, today: dt.date, default_rate: float
+) -> list[tuple[ReadyService, int]]:
     slots = []
     left = limit
     for service in services:
@@ -284,7 +305,7 @@ def _next_ready_at(user_id: uuid.UUID, now: dt.datetime) -> dt.datetime | None:
 
 def _reserve(
     picks: list[tuple],
-    slots: list[tuple[EmailService, int]],
+    slots: list[tuple[ReadyService, int]],
     *,
     token: uuid.UUID,
     worker_id: str,
@@ -301,15 +322,15 @@ def _reserve(
         taken = [p for _, p in zip(range(n), pick_iter, strict=False)]
         if not taken:
             break
-        assignment += [(p[1], service.pk, service.from_email) for p in taken]
+        assignment += [(p[1], service.id, service.from_email) for p in taken]
         lease = None
         if effective_rate(service, default_rate) > 0:
             # Held until the send is recorded (then: record time + sending_rate),
             # or until the lease runs out if this worker dies first.
             lease = started_at + dt.timedelta(seconds=lease_seconds)
-            claim.leases[service.pk] = lease
-        charges.append((service.pk, len(taken), lease))
-        claim.services[service.pk] = service
+            claim.leases[service.id] = lease
+        charges.append((service.id, len(taken), lease))
+        claim.services[service.id] = service
     if connection.vendor == "postgresql":
         rows = pgsql.reserve(assignment=assignment, token=token, worker_id=worker_id, now=started_at)
         pgsql.charge_services(charges=charges, today=today)

@@ -18,8 +18,6 @@ from decimal import Decimal
 import psycopg
 from django.db import connection
 
-from queues.models import EmailService
-
 
 def array(values: Sequence[object]) -> str:
     """A PostgreSQL array literal ('{...}'), passed as one text parameter and cast in SQL.
@@ -53,13 +51,16 @@ def _execute(sql: str, params: dict) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
-# statement_timestamp() everywhere, like Django's Now(): within one
-# transaction it still moves on, and every process compares against the
-# database's clock, so hosts with skewed clocks cannot break a sending_rate.
+# Readiness is judged by the database's clock (statement_timestamp(), like
+# Django's Now()), so hosts with skewed clocks cannot break a sending_rate.
+# The same bound as a parameter (the worker's clock; the earlier of the two
+# wins) gives the planner a constant to estimate with.
 READY_SERVICES_SQL = """
-SELECT * FROM email_services
+SELECT id, updated_at, from_email, daily_quota, used_quota, quota_date, sending_rate, consecutive_failures
+FROM email_services
 WHERE is_enabled AND daily_quota > 0
-  AND (next_available_at IS NULL OR next_available_at <= statement_timestamp())
+  AND (next_available_at IS NULL
+       OR (next_available_at <= %(now)s AND next_available_at <= statement_timestamp()))
   AND (used_quota < daily_quota OR quota_date IS DISTINCT FROM %(today)s)
 ORDER BY used_quota, last_sent_at NULLS FIRST, id
 LIMIT %(limit)s
@@ -67,9 +68,9 @@ FOR UPDATE SKIP LOCKED
 """
 
 
-def ready_services(*, today: dt.date, limit: int) -> list[EmailService]:
-    """The plan's ready-service query, in its order, locked (served by idx_email_services_next_available_enabled)."""
-    return list(EmailService.objects.raw(READY_SERVICES_SQL, {"today": today, "limit": limit}))
+def ready_services(*, today: dt.date, limit: int, now: dt.datetime) -> list[tuple]:
+    """The plan's ready-service query, in its order, locked; the columns of claim.ReadyService."""
+    return _execute(READY_SERVICES_SQL, {"today": today, "limit": limit, "now": now})
 
 
 RESERVE_SQL = """

@@ -117,6 +117,7 @@ class SchedulerWorker:
         self._senders_done = threading.Event()
         self._recorder_failing = threading.Event()
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
+        self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
         # Latency of successful claims (the ones that found work).
@@ -267,12 +268,12 @@ class SchedulerWorker:
             self._in_flight += len(claim.items)
         allowed = claims_start(token=claim.token, ids=[i.id for i in claim.items])
         tasks = self._compiled_tasks({i.task_id for i in claim.items if i.id in allowed})
-        services = {sid: ServiceConfig.from_service(s) for sid, s in claim.services.items()}
+        services = self._service_configs(claim)
         rates = {sid: effective_rate(s, config["default_sending_rate"]) for sid, s in claim.services.items()}
         claimed_at = time.monotonic()
         for item in claim.items:
             lease = claim.leases.get(item.service_id)
-            if item.id not in allowed or item.task_id not in tasks:
+            if item.id not in allowed or item.task_id not in tasks or item.service_id not in services:
                 self._results.put(Release(item, claim.token, lease))
                 continue
             service = services[item.service_id]
@@ -294,6 +295,18 @@ class SchedulerWorker:
                     must_start_by=must_start_by,
                 )
             )
+
+    def _service_configs(self, claim: Claim) -> dict[uuid.UUID, ServiceConfig]:
+        """Transport settings of the claim's services, loaded again only when a service was edited."""
+        stale = [
+            sid
+            for sid, ready in claim.services.items()
+            if sid not in self._services or self._services[sid].version != ready.version.isoformat()
+        ]
+        if stale:
+            for service in EmailService.objects.filter(pk__in=stale):
+                self._services[service.pk] = ServiceConfig.from_service(service)
+        return {sid: self._services[sid] for sid in claim.services if sid in self._services}
 
     def _compiled_tasks(self, task_ids: set[uuid.UUID]) -> dict[uuid.UUID, CompiledTask]:
         now = time.monotonic()

@@ -251,7 +251,8 @@ def test_the_ready_service_query_uses_its_partial_index(big_queue):
     from queues.scheduler.pgsql import READY_SERVICES_SQL
 
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + READY_SERVICES_SQL, {"today": timezone.now().date(), "limit": 16})
+        params = {"today": timezone.now().date(), "limit": 16, "now": timezone.now()}
+        cursor.execute("EXPLAIN " + READY_SERVICES_SQL, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "idx_email_services_next_available_enabled" in plan, plan
     assert "Seq Scan" not in plan, plan
