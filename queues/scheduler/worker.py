@@ -242,6 +242,9 @@ class SchedulerWorker:
 
     def _idle_sleep(self, status: ClaimStatus, config: dict) -> float:
         """The configured sleep, cut short when a service or a retry is known to come due sooner."""
+        if self._in_flight:
+            # Outcomes about to be recorded free rate-limited services and may queue retries.
+            return RETRY_SLEEP_SECONDS * 5
         now = timezone.now()
         if status is ClaimStatus.NO_SERVICE:
             limit = config["no_service_sleep_seconds"]

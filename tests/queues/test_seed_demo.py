@@ -1,3 +1,4 @@
+import pytest
 from django.core.management import call_command
 
 from accounts.models import User
@@ -21,3 +22,22 @@ def test_seed_demo_fills_an_empty_database_once(db, capsys):
     call_command("seed_demo")
     assert SubTask.objects.count() == sum(DEMO_USERS.values())
     assert "demo data not added" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_main_job_sends_everything_and_reports(monkeypatch, capsys):
+    monkeypatch.setattr("queues.demo.DEMO_USERS", {"alice": 30, "bob": 5})
+
+    call_command("demo")
+
+    out = capsys.readouterr().out
+    assert "Seeded a demo: 3 services, 2 users, 35 recipients queued." in out
+    assert "Sent 35 mails at" in out
+    assert "The sink received 35 messages" in out
+    assert "alice" in out and "Alice's newsletter #1" in out
+    assert set(SubTask.objects.values_list("status", flat=True)) == {"sent"}
+
+    call_command("demo")  # a second run queues a new round
+    out = capsys.readouterr().out
+    assert "Queued a new demo round: 35 recipients." in out
+    assert SubTask.objects.filter(status="sent").count() == 70
