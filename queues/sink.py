@@ -9,18 +9,22 @@ arrival time. Failures can be injected:
   time a Message-ID is seen and 250 after that;
 - for everything: ``mode`` = ``"tempfail"`` (451 after DATA) or
   ``"permfail"`` (554 after DATA);
-- ``latency`` seconds before the reply to DATA (the message is recorded on arrival); ``stop()``/``start()`` to be down.
+- ``latency`` seconds before the reply to DATA (the message is recorded on arrival);
+- STARTTLS or TLS from the first byte, and AUTH, when given a context and credentials;
+- ``stop()``/``start()`` to be down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 
@@ -90,7 +94,21 @@ class _Handler:
 
 class _SinkSMTP(SMTP):
     def __init__(self, handler: _Handler, sink: SmtpSink) -> None:
-        super().__init__(handler, hostname="edm-sink", decode_data=False, ident="EDM sink")
+        options = {}
+        if sink.starttls_context is not None:
+            options.update(tls_context=sink.starttls_context, require_starttls=True)
+        if sink.credentials is not None:
+            # With TLS from the first byte aiosmtpd cannot tell the session is
+            # encrypted, so it must not insist on STARTTLS before AUTH (and
+            # would warn that it does not).
+            options.update(
+                auth_required=True,
+                auth_require_tls=sink.starttls_context is not None,
+                authenticator=sink.authenticate,
+            )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            super().__init__(handler, hostname="edm-sink", decode_data=False, ident="EDM sink", **options)
         self._sink = sink
 
     def connection_made(self, transport) -> None:
@@ -106,10 +124,22 @@ class SmtpSink:
     """An SMTP server on a background thread; ``port`` is known after ``start()``."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0, keep_content: bool = False
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latency: float = 0.0,
+        keep_content: bool = False,
+        starttls_context: ssl.SSLContext | None = None,
+        implicit_tls_context: ssl.SSLContext | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        # STARTTLS required / TLS from the first byte / AUTH required (LOGIN, PLAIN).
+        self.starttls_context = starttls_context
+        self.implicit_tls_context = implicit_tls_context
+        self.credentials = credentials
         self.latency = latency
         self.keep_content = keep_content
         self.mode = "ok"
@@ -127,7 +157,13 @@ class SmtpSink:
             self._thread = threading.Thread(target=self._loop.run_forever, name="smtp-sink", daemon=True)
             self._thread.start()
         handler = _Handler(self)
-        create = self._loop.create_server(lambda: _SinkSMTP(handler, self), self.host, self.port, reuse_address=True)
+        create = self._loop.create_server(
+            lambda: _SinkSMTP(handler, self),
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl=self.implicit_tls_context,
+        )
         self._server = asyncio.run_coroutine_threadsafe(create, self._loop).result(timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -160,6 +196,14 @@ class SmtpSink:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+    def authenticate(self, server, session, envelope, mechanism: str, auth_data) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and self.credentials is not None
+            and self.credentials.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
+        return AuthResult(success=ok, handled=False)
 
     def snapshot(self) -> list[SinkRecord]:
         with self.lock:

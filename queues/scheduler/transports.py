@@ -154,7 +154,7 @@ class SmtpTransport:
                     smtp.starttls(context=ssl.create_default_context())
                     smtp.ehlo()
                 if c.username:
-                    smtp.login(c.username, c.password)
+                    self._login(smtp)
             except BaseException:
                 smtp.close()
                 raise
@@ -163,6 +163,16 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             raise _StageError(Delivery(TRANSIENT, None, f"connection failed: {exc}", service_fault=True)) from None
         self._smtp = smtp
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        """AUTH PLAIN when offered (one exchange, a clean 535 on bad credentials), else smtplib's choice."""
+        if "plain" not in smtp.esmtp_features.get("auth", "").lower().split():
+            smtp.login(self.config.username, self.config.password)
+            return
+        smtp.user, smtp.password = self.config.username, self.config.password
+        code, reply = smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
+        if code not in (235, 503):
+            raise smtplib.SMTPAuthenticationError(code, reply)
 
     def _transaction(self, mail: RenderedMail) -> Delivery:
         smtp = self._smtp

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import time
 import uuid
 
@@ -137,3 +139,66 @@ def test_a_backend_that_raises_is_a_transient_service_fault():
 
 def test_the_password_never_shows_in_the_config_repr():
     assert "s3cret" not in repr(config(25, password="s3cret"))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def server_context(certificate) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ssl"])
+def test_tls_and_login_with_certificate_verification(certificate, monkeypatch, mode):
+    from queues.sink import SmtpSink
+
+    # The client verifies the server's certificate: trust our self-signed one.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    tls = {"starttls_context" if mode == "starttls" else "implicit_tls_context": server_context(certificate)}
+    with SmtpSink(credentials={"relay-user": "relay-pass"}, **tls) as sink:
+        good = open_transport(config(sink.port, security=mode, username="relay-user", password="relay-pass"))
+        assert good.send(mail()).outcome == SENT
+        good.close()
+        bad = open_transport(config(sink.port, security=mode, username="relay-user", password="wrong"))
+        refused = bad.send(mail())
+        assert (refused.outcome, refused.code, refused.service_fault) == (TRANSIENT, 535, True), refused.reply
+        assert len(sink.snapshot()) == 1
+
+
+def test_an_untrusted_certificate_is_refused(certificate):
+    from queues.sink import SmtpSink
+
+    with SmtpSink(starttls_context=server_context(certificate)) as sink:
+        delivery = open_transport(config(sink.port, security="starttls")).send(mail())
+    assert (delivery.outcome, delivery.service_fault) == (TRANSIENT, True)
+    assert "CERTIFICATE_VERIFY_FAILED" in delivery.reply
+    assert sink.snapshot() == []
