@@ -110,11 +110,19 @@ def main() -> None:
         for i in range(args.processes)
     ]
     rss = {p.pid: [] for p in procs}
-    while any(p.poll() is None for p in procs):
+    cpu = {}
+    while len(cpu) < len(procs):
         for p in procs:
+            if p.pid in cpu:
+                continue
             rss[p.pid].append(_rss_mb(p.pid))
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                cpu[p.pid] = usage.ru_utime + usage.ru_stime
         time.sleep(0.2)
     wall = time.perf_counter() - started
+    sink_cpu = _cpu_seconds(sink.pid)
     sink.terminate()
     sink_summary = sink.stdout.read().strip()
 
@@ -146,6 +154,11 @@ def main() -> None:
         f"first-send wait across {len(waits)} tasks: p50 {percentile(waits, 50) * 1000:.0f} ms, "
         f"p99 {percentile(waits, 99) * 1000:.0f} ms (from the schedulers' launch, process start included)"
     )
+    sent_total = max(sent, 1)
+    print(
+        f"CPU per mail: schedulers {sum(cpu.values()) / sent_total * 1000:.2f} ms "
+        f"(all {len(cpu)} processes, start-up included), sink {sink_cpu / sent_total * 1000:.2f} ms"
+    )
     for pid, samples in rss.items():
         samples = [s for s in samples if s]
         if samples:
@@ -154,6 +167,12 @@ def main() -> None:
                 f"  RSS pid {pid}: start {samples[0]:.0f} MB, middle {mid:.0f} MB, end {samples[-1]:.0f} MB, "
                 f"peak {max(samples):.0f} MB"
             )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
