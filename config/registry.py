@@ -206,8 +206,8 @@ _SETTINGS = [
         "worker_dead_seconds",
         float,
         30.0,
-        "A worker whose heartbeat is older than this is dead; its claims are recovered at once.",
-        5,
+        "A worker whose heartbeat (written every 2 s) is older than this is dead; its claims are recovered at once.",
+        6,
         3600,
     ),
     Setting(
@@ -218,6 +218,34 @@ _SETTINGS = [
         "What to do with a subtask whose SMTP conversation started but never reported: "
         "retry (same Message-ID) or park (for review).",
         choices=("retry", "park"),
+    ),
+    Setting(
+        "recovery",
+        "sweep_seconds",
+        float,
+        10.0,
+        "How often the claims of dead workers are looked for (every scheduler process, or Celery beat).",
+        1,
+        300,
+    ),
+    # --- maintenance ---------------------------------------------------------
+    Setting(
+        "maintenance",
+        "attempt_retention_days",
+        float,
+        30.0,
+        "Send attempts older than this are deleted by the hourly prune.",
+        1,
+        3650,
+    ),
+    Setting(
+        "maintenance",
+        "heartbeat_retention_hours",
+        float,
+        24.0,
+        "Heartbeats of schedulers stopped or silent for this long are deleted by the prune.",
+        1,
+        8760,
     ),
     # --- alerts ------------------------------------------------------------------
     Setting("alerts", "warning_seconds", float, 300.0, "First-send wait that raises a warning.", 1, 604800),

@@ -175,10 +175,14 @@ class SubTask(models.Model):
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # Its SMTP conversation started and never reported back; with
+        # recovery.unknown_outcome = "park" it waits here for an operator.
+        PARKED = "parked", "Parked (outcome unknown)"
 
     # Statuses in which a service has been charged for the subtask.
     WITH_SERVICE = (Status.ALLOCATED, Status.PROCESSING, Status.SENT)
     TERMINAL = (Status.SENT, Status.FAILED, Status.CANCELLED)
+    CLAIMED = (Status.ALLOCATED, Status.PROCESSING)
 
     # Time-ordered ids: bulk inserts append to the primary key index.
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
@@ -225,6 +229,13 @@ class SubTask(models.Model):
                 fields=["task", "next_attempt_at", "id"],
                 name="idx_subtasks_claim",
                 condition=Q(status="pending"),
+            ),
+            # Recovery: the claims under way (a small set), by worker and age:
+            # status IN ('allocated', 'processing') AND (claimed_by IN dead OR updated_at < ...).
+            models.Index(
+                fields=["claimed_by", "updated_at"],
+                name="idx_subtasks_in_flight",
+                condition=Q(status__in=["allocated", "processing"]),
             ),
         ]
         constraints = [
@@ -295,3 +306,20 @@ class SendAttempt(models.Model):
     @property
     def duration_ms(self) -> int:
         return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class MaintenanceRun(models.Model):
+    """When each periodic sweep last ran, and what it did (queues.maintenance)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.JSONField(default=dict, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "maintenance_runs"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

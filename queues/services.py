@@ -31,7 +31,13 @@ BATCH = 2000
 MAX_SUBJECT = 998
 MAX_BODY = 1_000_000  # characters, per body
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
-NOT_TERMINAL = (SubTask.Status.PENDING, SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING)
+# Parked subtasks keep their task open until an operator decides.
+NOT_TERMINAL = (
+    SubTask.Status.PENDING,
+    SubTask.Status.ALLOCATED,
+    SubTask.Status.PROCESSING,
+    SubTask.Status.PARKED,
+)
 
 
 class TaskError(Exception):
@@ -358,3 +364,30 @@ def task_progress(task: Task) -> dict[str, int]:
         counts[status] = n
     counts["total"] = sum(counts.values())
     return counts
+
+
+def task_release_parked(*, task: Task, delivered: bool) -> int:
+    """An operator's decision on the task's parked subtasks (outcome unknown after a crash).
+
+    delivered=True: the mail is known to have arrived, mark it sent.
+    delivered=False: send it again, with the same Message-ID.
+    Returns how many subtasks were released.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        locked = _locked_task(task.pk)
+        parked = locked.subtasks.filter(status=SubTask.Status.PARKED)
+        if delivered:
+            released = parked.update(status=SubTask.Status.SENT, sent_at=now, updated_at=now)
+        else:
+            released = parked.update(
+                status=SubTask.Status.PENDING,
+                next_attempt_at=now,
+                service=None,
+                sender_email=None,
+                updated_at=now,
+            )
+            if released and locked.status in RUNNABLE:
+                user_queue_activate(user_ids=[locked.owner_id], at=now)
+    tasks_complete_if_done([task.pk])
+    return released

@@ -79,3 +79,42 @@ class TaskWaitMonitorService:
             if wait is not None:
                 recorded[task_id] = wait
         return recorded
+
+    @staticmethod
+    def sweep_waiting_tasks(*, now: dt.datetime | None = None) -> dict[str, int]:
+        """Raise (or escalate) a task_waiting alert for every runnable task still waiting past a threshold.
+
+        An alert whose task is no longer waiting (sent, paused, finished) is resolved.
+        """
+        from queues.models import Task
+
+        now = now or timezone.now()
+        warning = dt.timedelta(seconds=get_config_by_category("alerts")["warning_seconds"])
+        waiting = TaskWaitMetric.objects.filter(
+            status=TaskWaitMetric.Status.WAITING,
+            queue_entry_time__lte=now - warning,
+            task__status__in=(Task.Status.PENDING, Task.Status.SENDING),
+        ).values_list("task_id", "user_id", "queue_entry_time")
+        raised = set()
+        for task_id, user_id, entered in waiting:
+            waited = int((now - entered).total_seconds())
+            severity = wait_severity(waited)
+            if severity is None:
+                continue
+            AlertManagerService.create_alert(
+                alert_type="task_waiting",
+                severity=severity,
+                subject=f"task:{task_id}",
+                message=f"Task {task_id} has waited {waited} s and sent nothing yet ({severity} threshold passed).",
+                details={"task_id": str(task_id), "user_id": str(user_id), "wait_seconds": waited},
+            )
+            raised.add(f"task:{task_id}")
+        resolved = 0
+        for subject in (
+            Alert.objects.filter(alert_type="task_waiting")
+            .exclude(status=Alert.Status.RESOLVED)
+            .values_list("subject", flat=True)
+        ):
+            if subject not in raised:
+                resolved += AlertManagerService.resolve_alert(alert_type="task_waiting", subject=subject)
+        return {"waiting_alerts": len(raised), "resolved": resolved}

@@ -226,7 +226,7 @@ SELECT t.id FROM tasks t
 WHERE t.id = ANY(%(ids)s::uuid[]) AND t.status IN ('pending', 'sending')
   AND NOT EXISTS (
       SELECT 1 FROM subtasks s
-      WHERE s.task_id = t.id AND s.status IN ('pending', 'allocated', 'processing')
+      WHERE s.task_id = t.id AND s.status IN ('pending', 'allocated', 'processing', 'parked')
   )
 """
 

@@ -50,7 +50,7 @@ from queues.scheduler.transports import TRANSIENT, Delivery, ServiceConfig, open
 
 logger = logging.getLogger("queues.scheduler")
 
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0  # recovery.worker_dead_seconds must allow several to be missed
 RETRY_SLEEP_SECONDS = 0.01
 # How long the recorder waits to write outcomes together. Short: a
 # rate-limited service stays reserved until its send is recorded.
@@ -98,8 +98,10 @@ class SchedulerWorker:
         once: bool = False,
         until_empty: bool = False,
         worker_id: str | None = None,
+        maintenance: bool = False,
     ) -> None:
         self.concurrency = concurrency
+        self.maintenance = maintenance
         self.once = once
         self.until_empty = until_empty
         self.worker_id = worker_id or new_worker_id()
@@ -133,7 +135,13 @@ class SchedulerWorker:
             threading.Thread(target=self._sender_loop, name=f"sender-{i}", daemon=True) for i in range(self.concurrency)
         ]
         recorder = threading.Thread(target=self._recorder_loop, name="recorder", daemon=True)
-        for thread in [*senders, recorder]:
+        helpers = [*senders, recorder]
+        if self.maintenance:
+            from queues.maintenance import MaintenanceThread
+
+            maintenance = MaintenanceThread(self._stop)
+            helpers.append(maintenance)
+        for thread in helpers:
             thread.start()
         try:
             self._main_loop()
@@ -145,6 +153,8 @@ class SchedulerWorker:
                 thread.join()
             self._senders_done.set()
             recorder.join()
+            if self.maintenance:
+                maintenance.join()
             self._heartbeat(stopped=True)
             self._restore_signal_handlers(previous)
             logger.info(

@@ -29,6 +29,13 @@ class Command(BaseCommand):
         parser.add_argument("--until-empty", action="store_true", help="exit when no work is left")
         parser.add_argument("--worker-id", default=None, help="name of this worker (default host:pid:random)")
         parser.add_argument("--stats-file", default=None, help="write this process's figures as JSON here on exit")
+        parser.add_argument(
+            "--maintenance",
+            choices=["auto", "on", "off"],
+            default="auto",
+            help="run the periodic sweeps (recovery, quota reset, alerts, prune) in this process: "
+            "auto = when no Celery broker is configured (default)",
+        )
 
     def handle(
         self,
@@ -38,13 +45,22 @@ class Command(BaseCommand):
         until_empty: bool,
         worker_id: str | None,
         stats_file: str | None,
+        maintenance: str,
         **options,
     ) -> None:
         worker_id = worker_id or new_worker_id()
         name_connections(f"edm run_scheduler {worker_id}")
         # A long-running process must not keep Django's DEBUG query log.
         settings.DEBUG = False
-        worker = SchedulerWorker(concurrency=concurrency, once=once, until_empty=until_empty, worker_id=worker_id)
+        if maintenance == "auto":
+            maintenance = "off" if settings.CELERY_BROKER_URL else "on"
+        worker = SchedulerWorker(
+            concurrency=concurrency,
+            once=once,
+            until_empty=until_empty,
+            worker_id=worker_id,
+            maintenance=maintenance == "on" and not once,
+        )
         code = worker.run()
         if stats_file:
             Path(stats_file).write_text(json.dumps(worker.figures()))

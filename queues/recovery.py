@@ -1,0 +1,223 @@
+"""FailureRecoveryService: claims that will never report back go back to the queue.
+
+Rules, thresholds from the ``recovery`` settings:
+
+- ``dead_worker``: a subtask claimed by a worker whose heartbeat is older than
+  ``worker_dead_seconds`` (or that stopped, or has no heartbeat at all) is
+  recovered at once;
+- ``timeout``: a subtask claimed and not updated for ``subtask_timeout_minutes``
+  is recovered (the plan's rule: error "Reset due to timeout");
+- ``stuck_task``: a task in ``sending`` not updated for ``stuck_task_minutes``
+  is re-queued (its owner back in the rotation, finished if all is done).
+
+A subtask still ``allocated`` never started its SMTP conversation: it goes back
+to ``pending`` as it was. One in ``processing`` may have been delivered: by
+default it is retried with the same Message-ID (an attempt counted, the retry
+back-off applied, failed after ``queue.max_retries``), or with
+``unknown_outcome = "park"`` it waits in ``parked`` for an operator.
+
+Recovery reads candidates (id and the claim token it saw), then resets each
+with a compare-and-set on that token: a subtask whose outcome was recorded in
+between is never reverted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from config.services import get_config_by_category
+from monitoring.models import WorkerHeartbeat
+from queues.models import SubTask, Task
+from queues.rotation import user_queue_activate
+from queues.scheduler.outcomes import retry_delay
+from queues.services import tasks_complete_if_done
+
+logger = logging.getLogger(__name__)
+
+RULES = ("dead_worker", "timeout", "stuck_task")
+TIMEOUT_ERROR = "Reset due to timeout"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: uuid.UUID
+    token: uuid.UUID | None
+    status: str
+    attempts: int
+    owner_id: uuid.UUID
+    task_id: uuid.UUID
+    claimed_by: str
+    rule: str
+
+
+@dataclass
+class RecoveryReport:
+    dry_run: bool
+    counts: Counter = field(default_factory=Counter)  # "<rule>.<action>" -> number
+    tasks: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def recovered(self) -> int:
+        return sum(n for key, n in self.counts.items() if not key.startswith("stuck_task"))
+
+    def lines(self) -> list[str]:
+        verb = "would" if self.dry_run else "did"
+        if not self.counts:
+            return [f"recovery: nothing to do ({'dry run' if self.dry_run else 'applied'})"]
+        return [f"recovery {verb}: {key} {n}" for key, n in sorted(self.counts.items())]
+
+
+class FailureRecoveryService:
+    def __init__(self, *, now: dt.datetime | None = None) -> None:
+        self.now = now or timezone.now()
+        self.config = get_config_by_category("recovery")
+        self.queue_config = get_config_by_category("queue")
+
+    # --- reading ---------------------------------------------------------------
+
+    def find_candidates(self, rules: tuple[str, ...] = RULES) -> list[Candidate]:
+        """Claimed subtasks that the rules give up on, with the claim token seen now."""
+        found: dict[uuid.UUID, Candidate] = {}
+        claimed = SubTask.objects.filter(status__in=SubTask.CLAIMED)
+        fields = ("id", "claim_token", "status", "attempts", "owner_id", "task_id", "claimed_by")
+        if "dead_worker" in rules and self._heartbeats_are_meaningful():
+            for row in claimed.filter(self._dead_worker_condition()).values_list(*fields):
+                found.setdefault(row[0], Candidate(*row, rule="dead_worker"))
+        if "timeout" in rules:
+            horizon = self.now - dt.timedelta(minutes=self.config["subtask_timeout_minutes"])
+            for row in claimed.filter(updated_at__lt=horizon).values_list(*fields):
+                found.setdefault(row[0], Candidate(*row, rule="timeout"))
+        return list(found.values())
+
+    def stuck_tasks(self) -> list[uuid.UUID]:
+        horizon = self.now - dt.timedelta(minutes=self.config["stuck_task_minutes"])
+        return list(
+            Task.objects.filter(status=Task.Status.SENDING, updated_at__lt=horizon).values_list("pk", flat=True)
+        )
+
+    def _dead_worker_condition(self) -> Q:
+        horizon = self.now - dt.timedelta(seconds=self.config["worker_dead_seconds"])
+        dead = WorkerHeartbeat.objects.filter(Q(last_seen_at__lt=horizon) | Q(stopped_at__isnull=False))
+        any_heartbeat = WorkerHeartbeat.objects.filter(worker_id=OuterRef("claimed_by"))
+        return Q(claimed_by__in=dead.values("worker_id")) | (Q(claimed_at__lt=horizon) & ~Exists(any_heartbeat))
+
+    def _heartbeats_are_meaningful(self) -> bool:
+        """False just after a database restart: nobody could write a heartbeat while it was down."""
+        if connection.vendor != "postgresql":
+            return True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_postmaster_start_time()")
+            started = cursor.fetchone()[0]
+        grace = dt.timedelta(seconds=2 * self.config["worker_dead_seconds"])
+        return self.now - started > grace
+
+    # --- writing ---------------------------------------------------------------
+
+    def apply(self, candidates: list[Candidate], report: RecoveryReport) -> None:
+        """Reset each candidate if, and only if, it still holds the claim token seen."""
+        activate: dict[uuid.UUID, dt.datetime] = {}
+        for candidate in candidates:
+            action, when = self._reset(candidate)
+            if action is None:
+                report.counts[f"{candidate.rule}.already_done"] += 1
+                continue
+            report.counts[f"{candidate.rule}.{action}"] += 1
+            if when is not None:
+                activate[candidate.owner_id] = min(when, activate.get(candidate.owner_id, when))
+            logger.info(
+                "subtask recovered",
+                extra={
+                    "subtask": str(candidate.id),
+                    "rule": candidate.rule,
+                    "action": action,
+                    "worker": candidate.claimed_by,
+                },
+            )
+        for owner_id, when in activate.items():
+            user_queue_activate(user_ids=[owner_id], at=when)
+
+    def _reset(self, c: Candidate) -> tuple[str | None, dt.datetime | None]:
+        held = SubTask.objects.filter(pk=c.id, claim_token=c.token, status=c.status)
+        error = TIMEOUT_ERROR if c.rule == "timeout" else f"Reset: worker {c.claimed_by} stopped responding"
+        back = {"service": None, "sender_email": None, "claim_token": None, "claimed_by": "", "updated_at": self.now}
+        if c.status == SubTask.Status.ALLOCATED:
+            # Never started: back as it was, no attempt spent.
+            updated = held.update(status=SubTask.Status.PENDING, error_message=error, next_attempt_at=self.now, **back)
+            return ("requeued", self.now) if updated else (None, None)
+        if self.config["unknown_outcome"] == "park":
+            updated = held.update(
+                status=SubTask.Status.PARKED,
+                error_message=f"{error}; the SMTP conversation had started, outcome unknown",
+                claim_token=None,
+                updated_at=self.now,
+            )
+            return ("parked", None) if updated else (None, None)
+        attempts = c.attempts + 1
+        if attempts > self.queue_config["max_retries"]:
+            updated = held.update(
+                status=SubTask.Status.FAILED,
+                attempts=attempts,
+                error_message=f"{error}; outcome unknown after {attempts} attempts",
+                claim_token=None,
+                updated_at=self.now,
+            )
+            return ("failed", None) if updated else (None, None)
+        # Possibly delivered: retried with the same Message-ID, as an attempt.
+        when = self.now + dt.timedelta(seconds=retry_delay(attempts, self.queue_config))
+        updated = held.update(
+            status=SubTask.Status.PENDING,
+            attempts=attempts,
+            error_message=f"{error}; outcome unknown, retried with the same Message-ID",
+            next_attempt_at=when,
+            **back,
+        )
+        return ("retried", when) if updated else (None, None)
+
+    def requeue_stuck_tasks(self, task_ids: list[uuid.UUID], report: RecoveryReport) -> None:
+        finished = set(tasks_complete_if_done(task_ids))
+        report.counts["stuck_task.completed"] += len(finished)
+        rest = [t for t in task_ids if t not in finished]
+        owners = set(Task.objects.filter(pk__in=rest).values_list("owner_id", flat=True))
+        Task.objects.filter(pk__in=rest, status=Task.Status.SENDING).update(updated_at=self.now)
+        user_queue_activate(user_ids=owners, at=self.now)
+        report.counts["stuck_task.requeued"] += len(rest)
+        for key in ("stuck_task.completed", "stuck_task.requeued"):
+            if not report.counts[key]:
+                del report.counts[key]
+
+    # --- the whole pass ------------------------------------------------------------
+
+    def run(self, *, rules: tuple[str, ...] = RULES, dry_run: bool = False) -> RecoveryReport:
+        report = RecoveryReport(dry_run=dry_run)
+        candidates = self.find_candidates(rules)
+        stuck = self.stuck_tasks() if "stuck_task" in rules else []
+        report.tasks = stuck
+        if dry_run:
+            for candidate in candidates:
+                report.counts[f"{candidate.rule}.{self._planned_action(candidate)}"] += 1
+            if stuck:
+                report.counts["stuck_task.requeued"] += len(stuck)
+            return report
+        with transaction.atomic():
+            self.apply(candidates, report)
+        if stuck:
+            with transaction.atomic():
+                self.requeue_stuck_tasks(stuck, report)
+        for line in report.lines():
+            logger.info(line)
+        return report
+
+    def _planned_action(self, c: Candidate) -> str:
+        if c.status == SubTask.Status.ALLOCATED:
+            return "requeued"
+        if self.config["unknown_outcome"] == "park":
+            return "parked"
+        return "failed" if c.attempts + 1 > self.queue_config["max_retries"] else "retried"
