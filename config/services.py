@@ -7,16 +7,18 @@ reaches every running scheduler within that bound, without a restart.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
 from config.models import ConfigItem
 from config.registry import CATEGORIES, REGISTRY, ConfigValidationError, get_setting
 
 CACHE_SECONDS = 1.0
+logger = logging.getLogger(__name__)
 
 
 class ConfigManagerService:
@@ -67,7 +69,16 @@ class ConfigManagerService:
         now = time.monotonic()
         if now - cls._loaded_at < CACHE_SECONDS:
             return cls._stored
-        stored = {(c, k): v for c, k, v in ConfigItem.objects.values_list("category", "key", "value")}
+        try:
+            stored = {(c, k): v for c, k, v in ConfigItem.objects.values_list("category", "key", "value")}
+        except DatabaseError:
+            if cls._loaded_at == float("-inf"):
+                raise
+            # The database is away for a moment: keep serving what was read
+            # last rather than stop every caller. The next call tries again.
+            logger.warning("configuration could not be re-read; using the last values read")
+            connection.close()
+            return cls._stored
         with cls._lock:
             cls._stored = stored
             cls._loaded_at = now

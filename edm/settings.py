@@ -108,6 +108,10 @@ elif env_bool("DB_POOL", True):
         "max_idle": env_int("DB_POOL_MAX_IDLE", 10, minimum=1),
     }
     _db["CONN_MAX_AGE"] = 0  # Django refuses persistent connections together with a pool.
+    # With a pool this makes Django check each connection as it leaves the
+    # pool: after a database restart the pool's old connections are dead, and
+    # a process must get a working one, not each dead one in turn.
+    _db["CONN_HEALTH_CHECKS"] = True
 else:
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
     _db["CONN_HEALTH_CHECKS"] = True

@@ -122,6 +122,10 @@ def run_sweep(name: str, *, force: bool = False) -> dict | None:
         result = sweep.func()
         run.last_finished_at = timezone.now()
         run.last_result = result
+        run.totals = {
+            **run.totals,
+            **{k: run.totals.get(k, 0) + v for k, v in result.items() if isinstance(v, int | float)},
+        }
         run.runs += 1
         run.save()
     if any(result.values()):

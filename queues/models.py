@@ -315,6 +315,8 @@ class MaintenanceRun(models.Model):
     last_started_at = models.DateTimeField(null=True, blank=True)
     last_finished_at = models.DateTimeField(null=True, blank=True)
     last_result = models.JSONField(default=dict, blank=True)
+    # Every numeric figure of last_result, added up over all runs.
+    totals = models.JSONField(default=dict, blank=True)
     runs = models.PositiveIntegerField(default=0)
 
     class Meta:

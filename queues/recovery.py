@@ -211,8 +211,9 @@ class FailureRecoveryService:
         if stuck:
             with transaction.atomic():
                 self.requeue_stuck_tasks(stuck, report)
-        for line in report.lines():
-            logger.info(line)
+        if report.counts:
+            for line in report.lines():
+                logger.info(line)
         return report
 
     def _planned_action(self, c: Candidate) -> str:

@@ -17,6 +17,7 @@ arrival time. Failures can be injected:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import ssl
 import threading
@@ -34,14 +35,22 @@ class SinkRecord:
     message_id: str
     mail_from: str
     recipient: str
-    received_at: float  # time.time()
+    received_at: float  # time.time(): the end of DATA
     size: int
     content: bytes | None = None
+    started_at: float = 0.0  # MAIL FROM
+    replied_at: float = 0.0  # the final reply (received_at plus the latency)
 
 
 class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
+
+    async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str, mail_options) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.started_at = time.time()
+        return "250 OK"
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
         local = address.split("@", 1)[0].lower()
@@ -86,7 +95,9 @@ class _Handler:
             received_at=time.time(),
             size=len(content),
             content=content if sink.keep_content else None,
+            started_at=getattr(envelope, "started_at", 0.0),
         )
+        record = dataclasses.replace(record, replied_at=record.received_at + sink.latency)
         with sink.lock:
             sink.records.append(record)
         return "250 2.0.0 OK queued"

@@ -86,3 +86,15 @@ def schedulers(tmp_path):
     group = Schedulers(tmp_path)
     yield group
     group.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection scenarios' table (tests/faults), when any ran."""
+    from tests.faults.harness import HEADER, REPORT, format_row
+
+    if not REPORT:
+        return
+    terminalreporter.section("fault injection")
+    terminalreporter.write_line(HEADER)
+    for row in REPORT:
+        terminalreporter.write_line(format_row(row))

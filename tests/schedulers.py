@@ -22,22 +22,29 @@ class Schedulers:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, count: int = 3, *args: str, env: dict[str, str] | None = None) -> list[subprocess.Popen]:
-        started = []
-        for _ in range(count):
-            index = len(self.procs)
-            log = open(self.tmp_path / f"scheduler-{index}.log", "w")  # noqa: SIM115 - closed in stop()
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "run_scheduler", *args],
-                cwd=ROOT,
-                env={**child_environment(), "LOG_LEVEL": "INFO", **(env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            proc.log = log
-            proc.log_path = log.name
-            self.procs.append(proc)
-            started.append(proc)
-        return started
+        return [self.start_one(*args, env=env) for _ in range(count)]
+
+    def start_one(
+        self, *args: str, worker_id: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        index = len(self.procs)
+        worker_id = worker_id or f"test-worker-{index}"
+        log = open(self.tmp_path / f"scheduler-{index}.log", "w")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "run_scheduler", "--worker-id", worker_id, *args],
+            cwd=ROOT,
+            env={**child_environment(), "LOG_LEVEL": "INFO", **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        proc.log = log
+        proc.log_path = log.name
+        proc.worker_id = worker_id
+        self.procs.append(proc)
+        return proc
+
+    def running(self) -> list[subprocess.Popen]:
+        return [p for p in self.procs if p.poll() is None]
 
     def wait(self, timeout: float = 120) -> list[int]:
         deadline = time.monotonic() + timeout

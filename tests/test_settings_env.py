@@ -20,7 +20,8 @@ import json
 from django.conf import settings
 db = settings.DATABASES["default"]
 print(json.dumps({
-    "engine": db["ENGINE"], "name": db["NAME"], "pool": db.get("OPTIONS", {}).get("pool"),
+    "engine": db["ENGINE"], "name": db["NAME"],
+    "pool": db.get("OPTIONS", {}).get("pool"), "pool_checks": db["CONN_HEALTH_CHECKS"],
     "sqlite_mode": db.get("OPTIONS", {}).get("transaction_mode"),
     "cache": settings.CACHES["default"]["BACKEND"], "eager": settings.CELERY_TASK_ALWAYS_EAGER,
     "broker": settings.CELERY_BROKER_URL, "debug": settings.DEBUG, "tz": settings.TIME_ZONE,
@@ -60,6 +61,7 @@ def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
     loaded = json.loads(result.stdout)
     assert loaded["engine"] == "django.db.backends.postgresql"
     assert loaded["pool"] == {"min_size": 5, "max_size": 20, "timeout": 30, "max_idle": 10}
+    assert loaded["pool_checks"] is True  # connections are checked as they leave the pool
     assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
     assert (loaded["eager"], loaded["broker"]) == (False, "redis://cache.internal:6379/0")
     assert loaded["hosts"] == ["edm.example.com", "api.example.com"]

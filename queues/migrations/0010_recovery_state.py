@@ -19,6 +19,7 @@ class Migration(migrations.Migration):
                 ("last_started_at", models.DateTimeField(blank=True, null=True)),
                 ("last_finished_at", models.DateTimeField(blank=True, null=True)),
                 ("last_result", models.JSONField(blank=True, default=dict)),
+                ("totals", models.JSONField(blank=True, default=dict)),
                 ("runs", models.PositiveIntegerField(default=0)),
             ],
             options={

@@ -38,6 +38,7 @@ CLAIMED = (SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING)
 EWMA_KEEP = Decimal("0.98")
 FIRST_USE = Q(total_sent=0, total_failed=0)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+UNKNOWN_OUTCOME_TIMEOUTS = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class SendResult:
     finished_at: dt.datetime
     rate: float  # the service's effective sending_rate at claim time
     service_failures: int = 0  # the service's consecutive_failures at claim time
+    timeout: float = 10.0  # the service's SMTP timeout
 
     @property
     def response_ms(self) -> int:
@@ -213,7 +215,13 @@ class OutcomeRecorder:
         reply = f"{delivery.code} {delivery.reply}" if delivery.code else delivery.reply
         held = SubTask.objects.filter(pk=result.item.id, claim_token=result.token, status__in=CLAIMED)
         if delivery.outcome == TRANSIENT and attempts <= queue_config["max_retries"]:
-            when = now + dt.timedelta(seconds=retry_delay(attempts, queue_config))
+            delay = retry_delay(attempts, queue_config)
+            if delivery.unknown:
+                # The server was slower than our timeout and may still be busy
+                # with this very mail: give it well beyond that before the same
+                # message goes out again, so two sends of it never overlap.
+                delay = max(delay, UNKNOWN_OUTCOME_TIMEOUTS * result.timeout)
+            when = now + dt.timedelta(seconds=delay)
             count = held.update(
                 status=SubTask.Status.PENDING,
                 attempts=attempts,

@@ -43,6 +43,8 @@ class Delivery:
     code: int | None = None
     reply: str = ""
     service_fault: bool = False
+    # The conversation got past DATA and then broke: the server may have the mail.
+    unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,11 @@ class SmtpTransport:
         self.config = config
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
+        self._deadline: float | None = None
 
-    def send(self, mail: RenderedMail) -> Delivery:
+    def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
+        """Send one mail; with a deadline (time.monotonic()), every socket wait ends by then."""
+        self._deadline = deadline
         reused = self._smtp is not None
         try:
             self._ensure_open()
@@ -132,9 +137,23 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
+    def _timeout(self) -> float:
+        """The socket timeout for the next wait: the service's, cut to what is left before the deadline."""
+        if self._deadline is None:
+            return self.config.timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the send's deadline passed")
+        return min(self.config.timeout, left)
+
+    def _arm(self, smtp: smtplib.SMTP) -> None:
+        if smtp.sock is not None:
+            smtp.sock.settimeout(self._timeout())
+
     def _ensure_open(self) -> None:
         if self._smtp is not None and time.monotonic() - self._last_used > IDLE_CHECK_SECONDS:
             try:
+                self._arm(self._smtp)
                 code, _ = self._smtp.noop()
             except (smtplib.SMTPException, OSError):
                 code = 0
@@ -145,15 +164,19 @@ class SmtpTransport:
         c = self.config
         try:
             if c.security == EmailService.Security.SSL:
-                smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=ssl.create_default_context())
+                smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=self._timeout(), context=ssl.create_default_context())
             else:
-                smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+                smtp = smtplib.SMTP(c.host, c.port, timeout=self._timeout())
             try:
+                self._arm(smtp)
                 smtp.ehlo_or_helo_if_needed()
                 if c.security == EmailService.Security.STARTTLS:
+                    self._arm(smtp)
                     smtp.starttls(context=ssl.create_default_context())
+                    self._arm(smtp)
                     smtp.ehlo()
                 if c.username:
+                    self._arm(smtp)
                     self._login(smtp)
             except BaseException:
                 smtp.close()
@@ -179,7 +202,7 @@ class SmtpTransport:
         assert smtp is not None
         self._last_used = time.monotonic()
         try:
-            mail_reply, rcpt_reply, data_reply = self._envelope(smtp, mail)
+            mail_reply, rcpt_reply, data_reply = self._envelope(smtp, mail, self._arm)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _StageError(Delivery(TRANSIENT, None, f"connection lost: {exc}", service_fault=True)) from None
         if mail_reply[0] != 250:
@@ -192,17 +215,19 @@ class SmtpTransport:
             self._rset()
             raise _StageError(_reply_delivery(*data_reply))
         try:
+            self._arm(smtp)
             smtp.send(_dot_stuffed(mail.data))
+            self._arm(smtp)
             code, reply = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            delivery = Delivery(TRANSIENT, None, f"no reply after DATA: {exc}", service_fault=True)
+            delivery = Delivery(TRANSIENT, None, f"no reply after DATA: {exc}", service_fault=True, unknown=True)
             raise _StageError(delivery, after_data=True) from None
         if code != 250:
             raise _StageError(_reply_delivery(code, reply))
         return Delivery(SENT, code, _decode(reply))
 
     @staticmethod
-    def _envelope(smtp: smtplib.SMTP, mail: RenderedMail) -> tuple[tuple[int, bytes], ...]:
+    def _envelope(smtp: smtplib.SMTP, mail: RenderedMail, arm) -> tuple[tuple[int, bytes], ...]:
         """MAIL FROM, RCPT TO and DATA; in one write when the server offers PIPELINING (RFC 2920).
 
         Commands go out with putcmd/send, not smtp.mail()/rcpt(): those
@@ -211,8 +236,13 @@ class SmtpTransport:
         """
         commands = f"MAIL FROM:<{mail.from_email}>\r\nRCPT TO:<{mail.recipient}>\r\nDATA\r\n"
         if smtp.has_extn("pipelining"):
+            arm(smtp)
             smtp.send(commands)
-            replies = (smtp.getreply(), smtp.getreply(), smtp.getreply())
+            replies = []
+            for _ in range(3):
+                arm(smtp)
+                replies.append(smtp.getreply())
+            replies = tuple(replies)
             if replies[2][0] == 354 and (replies[0][0] != 250 or replies[1][0] not in (250, 251)):
                 # A server that took DATA although the envelope failed: end the empty message.
                 smtp.send(b".\r\n")
@@ -220,7 +250,9 @@ class SmtpTransport:
             return replies
         replies = []
         for command in commands.split("\r\n")[:3]:
+            arm(smtp)
             smtp.send(command + "\r\n")
+            arm(smtp)
             replies.append(smtp.getreply())
             if replies[-1][0] >= 400:
                 break
@@ -264,7 +296,8 @@ class BackendTransport:
         self.config = config
         self._backend = None
 
-    def send(self, mail: RenderedMail) -> Delivery:
+    def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
+        # A backend's own timeouts apply (an HTTP API's, say); the deadline cannot reach inside it.
         try:
             if self._backend is None:
                 self._backend = get_connection(

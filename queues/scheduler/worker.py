@@ -52,6 +52,7 @@ logger = logging.getLogger("queues.scheduler")
 
 HEARTBEAT_SECONDS = 2.0  # recovery.worker_dead_seconds must allow several to be missed
 RETRY_SLEEP_SECONDS = 0.01
+SEND_TIMEOUTS = 3  # a whole send may take this many socket timeouts
 # How long the recorder waits to write outcomes together. Short: a
 # rate-limited service stays reserved until its send is recorded.
 RECORD_WAIT_SECONDS = 0.02
@@ -72,6 +73,7 @@ class WorkItem:
     service_failures: int
     task: CompiledTask
     must_start_by: float | None  # monotonic deadline (rate-limited services' lease)
+    budget: float  # seconds the whole send may take
 
 
 @dataclass
@@ -203,9 +205,10 @@ class SchedulerWorker:
 
     def _main_loop(self) -> None:
         db_failures = 0
+        config = get_config_by_category("queue")
         while not self._stop.is_set():
-            config = get_config_by_category("queue")
             try:
+                config = get_config_by_category("queue")
                 self._heartbeat()
                 # Claim a batch when the senders are about to run out of work:
                 # claims stay large enough to be cheap per mail, senders never
@@ -290,11 +293,14 @@ class SchedulerWorker:
                 self._results.put(Release(item, claim.token, lease))
                 continue
             service = services[item.service_id]
+            # A send may take three socket timeouts in all (never more: the
+            # transport cuts each wait to the deadline). Under a lease it must
+            # also start early enough to end before the lease does.
+            budget = SEND_TIMEOUTS * service.timeout
             must_start_by = None
             if lease is not None:
-                # Start early enough that even a send using every socket
-                # timeout to the full ends before the lease does.
-                must_start_by = claimed_at + config["send_lease_seconds"] - 8 * service.timeout - 5
+                budget = min(budget, config["send_lease_seconds"] / 2)
+                must_start_by = claimed_at + config["send_lease_seconds"] - budget - 1
             with self._in_flight_lock:
                 self._unsent += 1
             self._work.put(
@@ -306,6 +312,7 @@ class SchedulerWorker:
                     service_failures=claim.services[item.service_id].consecutive_failures,
                     task=tasks[item.task_id],
                     must_start_by=must_start_by,
+                    budget=budget,
                 )
             )
 
@@ -406,7 +413,7 @@ class SchedulerWorker:
             transport = transports[work.service.id] = open_transport(work.service)
         try:
             mail = render_mail(work.task, work.item, work.service.from_email, work.item.message_id)
-            delivery = transport.send(mail)
+            delivery = transport.send(mail, deadline=time.monotonic() + work.budget)
         except Exception as exc:  # a bug or a template error must fail this mail, not the worker
             logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
             delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
@@ -418,6 +425,7 @@ class SchedulerWorker:
             finished_at=timezone.now(),
             rate=work.rate,
             service_failures=work.service_failures,
+            timeout=work.service.timeout,
         )
 
     # --- recorder thread --------------------------------------------------------------

@@ -55,6 +55,7 @@ def test_create_from_a_list_upserts_contacts_and_queues_subtasks(user, contact_f
         "sent": 0,
         "failed": 0,
         "cancelled": 0,
+        "parked": 0,
         "total": 2,
     }
 
