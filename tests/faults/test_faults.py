@@ -7,8 +7,8 @@ run (and to var/fault-report.txt). FAULT_SCALE=large runs them bigger.
 
 from __future__ import annotations
 
-import itertools
 import datetime as dt
+import itertools
 import random
 import signal
 import subprocess
