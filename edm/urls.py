@@ -3,5 +3,10 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("edm.api.urls")),
     path("", include("django_prometheus.urls")),
 ]
+
+handler400 = "edm.api.errors.bad_request"
+handler404 = "edm.api.errors.not_found"
+handler500 = "edm.api.errors.server_error"
