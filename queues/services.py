@@ -23,7 +23,7 @@ from contacts.models import Contact, Tag
 from contacts.tag_manager import ContactTagManager
 from edm.ids import uuid7
 from monitoring.services.task_wait import TaskWaitMonitorService
-from queues.models import SubTask, Task
+from queues.models import EmailService, SubTask, Task
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
 
@@ -391,3 +391,21 @@ def task_release_parked(*, task: Task, delivered: bool) -> int:
                 user_queue_activate(user_ids=[locked.owner_id], at=now)
     tasks_complete_if_done([task.pk])
     return released
+
+
+def service_set_enabled(*, service: EmailService, enabled: bool) -> bool:
+    """Enable or disable a sending service; returns whether anything changed.
+
+    A disabled service is never claimed again; sends already under way through
+    it finish and are recorded. Enabling clears a failure back-off so that an
+    operator who fixed the service sees it used at once.
+    """
+    fields: dict[str, Any] = {"is_enabled": enabled, "updated_at": timezone.now()}
+    if enabled:
+        fields |= {"backoff_level": 0, "backoff_until": None}
+    return bool(EmailService.objects.filter(pk=service.pk).exclude(is_enabled=enabled).update(**fields))
+
+
+def service_reset_quota(*, service: EmailService) -> None:
+    """Start the service's current quota day again from zero (an operator's decision)."""
+    EmailService.objects.filter(pk=service.pk).update(used_quota=0, updated_at=timezone.now())

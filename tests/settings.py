@@ -14,4 +14,7 @@ CELERY_TASK_ALWAYS_EAGER = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that subprocesses started by a test (a
     # scheduler, a management command) see the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test_edm.sqlite3")}
+    # TEST_SQLITE_PATH lets two test runs on one checkout keep apart.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("TEST_SQLITE_PATH", str(BASE_DIR / "var" / "test_edm.sqlite3"))
+    }

@@ -68,3 +68,13 @@ class AlertManagerService:
             status=Alert.Status.ACKNOWLEDGED, acknowledged_at=timezone.now(), acknowledged_by=user
         )
         return bool(updated)
+
+    @staticmethod
+    def resolve(alert: Alert) -> bool:
+        """Resolve this alert (an operator's decision); False if it was already resolved."""
+        updated = (
+            Alert.objects.filter(pk=alert.pk)
+            .exclude(status=Alert.Status.RESOLVED)
+            .update(status=Alert.Status.RESOLVED, resolved_at=timezone.now())
+        )
+        return bool(updated)
