@@ -115,3 +115,30 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class QueueSample(models.Model):
+    """The queue's shape at one moment, written every minute by the sample_queue sweep.
+
+    Queue depth and ready services are instantaneous figures; sampling them
+    lets the dashboard chart the last hours. The sent/failed totals are the
+    services' cumulative counters, so the difference between two samples is
+    what went out in between.
+    """
+
+    taken_at = models.DateTimeField()
+    pending = models.PositiveIntegerField()
+    in_flight = models.PositiveIntegerField(help_text="Subtasks allocated or processing.")
+    ready_services = models.PositiveIntegerField()
+    live_schedulers = models.PositiveIntegerField()
+    sent_total = models.BigIntegerField(help_text="Sum of the services' total_sent.")
+    failed_total = models.BigIntegerField(help_text="Sum of the services' total_failed (failed attempts).")
+
+    class Meta:
+        db_table = "queue_samples"
+        ordering = ["taken_at"]
+        # The charts' range query (taken_at BETWEEN ...) and the prune (taken_at < ...).
+        indexes = [models.Index(fields=["taken_at"], name="idx_queue_samples_taken")]
+
+    def __str__(self) -> str:
+        return f"{self.taken_at:%Y-%m-%d %H:%M} pending {self.pending}"
