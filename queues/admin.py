@@ -1,7 +1,22 @@
-from django import forms
-from django.contrib import admin
+from collections.abc import Callable
 
-from queues.models import EmailService, SubTask, Task
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from edm.admin_actions import Result, all_fields, apply_to_each
+from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.services import (
+    RUNNABLE,
+    TaskStateError,
+    service_reset_quota,
+    service_set_enabled,
+    task_cancel,
+    task_pause,
+    task_resume,
+    task_retry_failed,
+)
 
 
 class EmailServiceForm(forms.ModelForm):
@@ -72,6 +87,42 @@ class EmailServiceAdmin(admin.ModelAdmin):
         ("Limits", {"fields": ("sending_rate", "daily_quota", "used_quota", "quota_date")}),
         ("Statistics", {"fields": readonly_fields}),
     )
+    actions = ("enable_services", "disable_services", "reset_quota")
+
+    @admin.action(description="Enable selected services", permissions=["change"])
+    def enable_services(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:
+        self._set_enabled(request, queryset, enabled=True)
+
+    @admin.action(description="Disable selected services", permissions=["change"])
+    def disable_services(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:
+        self._set_enabled(request, queryset, enabled=False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[EmailService], *, enabled: bool) -> None:
+        verb = "Enabled" if enabled else "Disabled"
+
+        def apply(service: EmailService) -> Result:
+            return "changed" if service_set_enabled(service=service, enabled=enabled) else "unchanged"
+
+        apply_to_each(
+            self,
+            request,
+            queryset,
+            apply,
+            {
+                "changed": (messages.SUCCESS, verb + " {count} {objects}."),
+                "unchanged": (messages.INFO, "Already " + verb.lower() + ": {count} {objects}."),
+            },
+        )
+
+    @admin.action(description="Reset the used quota of selected services", permissions=["change"])
+    def reset_quota(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:
+        def apply(service: EmailService) -> Result:
+            service_reset_quota(service=service)
+            return "reset"
+
+        apply_to_each(
+            self, request, queryset, apply, {"reset": (messages.SUCCESS, "Reset the used quota of {count} {objects}.")}
+        )
 
 
 @admin.register(Task)
@@ -83,6 +134,71 @@ class TaskAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner", "tag")
     readonly_fields = ("created_at", "updated_at", "completed_at")
     date_hierarchy = "created_at"
+    actions = ("pause_tasks", "resume_tasks", "cancel_tasks", "retry_failed_subtasks")
+
+    @admin.action(description="Pause selected tasks", permissions=["change"])
+    def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        def apply(task: Task) -> Result:
+            # The status read with the page only words the message; the service decides.
+            was_paused = task.status == Task.Status.PAUSED
+            task_pause(task=task)
+            return "unchanged" if was_paused else "paused"
+
+        self._run(request, queryset, apply, ("paused", "Paused {count} {objects}."), unchanged="Already paused")
+
+    @admin.action(description="Resume selected tasks", permissions=["change"])
+    def resume_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        def apply(task: Task) -> Result:
+            was_running = task.status in RUNNABLE
+            task_resume(task=task)
+            return "unchanged" if was_running else "resumed"
+
+        self._run(request, queryset, apply, ("resumed", "Resumed {count} {objects}."), unchanged="Already running")
+
+    @admin.action(description="Cancel selected tasks", permissions=["change"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        def apply(task: Task) -> Result:
+            was_cancelled = task.status == Task.Status.CANCELLED
+            cancelled = task_cancel(task=task)
+            return ("unchanged", 0) if was_cancelled else ("cancelled", cancelled)
+
+        self._run(
+            request,
+            queryset,
+            apply,
+            ("cancelled", "Cancelled {count} {objects} and their {total} pending subtasks."),
+            unchanged="Already cancelled",
+        )
+
+    @admin.action(description="Retry failed subtasks of selected tasks", permissions=["change"])
+    def retry_failed_subtasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        def apply(task: Task) -> Result:
+            retried = task_retry_failed(task=task)
+            return ("retried", retried) if retried else "unchanged"
+
+        self._run(
+            request,
+            queryset,
+            apply,
+            ("retried", "Queued {total} failed subtasks of {count} {objects} again."),
+            unchanged="No failed subtasks",
+        )
+
+    def _run(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Task],
+        apply: Callable[[Task], Result],
+        done: tuple[str, str],
+        *,
+        unchanged: str,
+    ) -> None:
+        """Report the action's outcome ``done[0]`` with text ``done[1]``; a refused task gets a warning."""
+        reports = {
+            done[0]: (messages.SUCCESS, done[1]),
+            "unchanged": (messages.INFO, unchanged + ": {count} {objects}."),
+        }
+        apply_to_each(self, request, queryset, apply, reports, refused=(TaskStateError,))
 
 
 @admin.register(SubTask)
@@ -95,3 +211,29 @@ class SubTaskAdmin(admin.ModelAdmin):
     readonly_fields = ("message_id", "claim_token", "claimed_by", "claimed_at", "created_at", "updated_at")
     # Counting millions of rows on every page load is what makes big admins slow.
     show_full_result_count = False
+
+
+@admin.register(SendAttempt)
+class SendAttemptAdmin(admin.ModelAdmin):
+    """Delivery history: written by the scheduler only, so it is read-only here."""
+
+    list_display = ("started_at", "subtask", "service", "outcome", "smtp_code", "duration", "worker_id")
+    list_filter = ("outcome", "service")
+    search_fields = ("=subtask__id", "subtask__recipient_email", "worker_id", "smtp_reply")
+    list_select_related = ("subtask", "service")
+    readonly_fields = all_fields(SendAttempt)
+    date_hierarchy = "started_at"
+    show_full_result_count = False
+
+    @admin.display(description="duration (ms)")
+    def duration(self, attempt: SendAttempt) -> int:
+        return attempt.duration_ms
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SendAttempt | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SendAttempt | None = None) -> bool:
+        return False

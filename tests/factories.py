@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import factory
 from django.utils import timezone
 
 from accounts.models import User
 from config.models import ConfigItem
 from contacts.models import Contact, Tag
-from monitoring.models import TaskWaitMetric
-from queues.models import EmailService, SubTask, Task
+from monitoring.models import Alert, QueueSample, TaskWaitMetric, WorkerHeartbeat
+from queues.models import EmailService, SendAttempt, SubTask, Task
 
 
 class UserFactory(factory.django.DjangoModelFactory[User]):
@@ -93,3 +95,51 @@ class ConfigItemFactory(factory.django.DjangoModelFactory[ConfigItem]):
     category = "queue"
     key = factory.Sequence(lambda n: f"setting_{n}")
     value = 1
+
+
+class AlertFactory(factory.django.DjangoModelFactory[Alert]):
+    class Meta:
+        model = Alert
+
+    alert_type = "service_failing"
+    severity = Alert.Severity.WARNING
+    subject = factory.Sequence(lambda n: f"service:{n}")
+    message = "The service failed 5 sends in a row."
+
+
+class WorkerHeartbeatFactory(factory.django.DjangoModelFactory[WorkerHeartbeat]):
+    class Meta:
+        model = WorkerHeartbeat
+
+    worker_id = factory.Sequence(lambda n: f"host-a:{1000 + n}:worker")
+    hostname = "host-a"
+    pid = factory.Sequence(lambda n: 1000 + n)
+    concurrency = 4
+    started_at = factory.LazyFunction(timezone.now)
+    last_seen_at = factory.LazyFunction(timezone.now)
+
+
+class SendAttemptFactory(factory.django.DjangoModelFactory[SendAttempt]):
+    class Meta:
+        model = SendAttempt
+
+    subtask = factory.SubFactory(SubTaskFactory)
+    service = factory.SubFactory(EmailServiceFactory)
+    worker_id = "host-a:1000:worker"
+    started_at = factory.LazyFunction(timezone.now)
+    finished_at = factory.LazyAttribute(lambda o: o.started_at + dt.timedelta(milliseconds=120))
+    outcome = SendAttempt.Outcome.SENT
+    smtp_code = 250
+
+
+class QueueSampleFactory(factory.django.DjangoModelFactory[QueueSample]):
+    class Meta:
+        model = QueueSample
+
+    taken_at = factory.LazyFunction(timezone.now)
+    pending = 0
+    in_flight = 0
+    ready_services = 0
+    live_schedulers = 0
+    sent_total = 0
+    failed_total = 0
