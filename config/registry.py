@@ -55,6 +55,8 @@ class Setting:
         if self.type is bool:
             if isinstance(value, bool):
                 return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                return value.strip().lower() == "true"
             raise ConfigValidationError(f"{self.name} must be true or false, got {value!r}")
         if self.type is int:
             if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -251,6 +253,13 @@ _SETTINGS = [
     Setting("alerts", "warning_seconds", float, 300.0, "First-send wait that raises a warning.", 1, 604800),
     Setting("alerts", "critical_seconds", float, 600.0, "First-send wait that raises a critical alert.", 1, 604800),
     Setting("alerts", "emergency_seconds", float, 1800.0, "First-send wait that raises an emergency.", 1, 604800),
+    Setting(
+        "alerts",
+        "notify_staff",
+        bool,
+        False,
+        "E-mail active staff users (with an address) when an alert is raised or becomes more severe.",
+    ),
 ]
 
 REGISTRY: dict[tuple[str, str], Setting] = {(s.category, s.key): s for s in _SETTINGS}

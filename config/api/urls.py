@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from config.api.views import ConfigChangeListView, SettingDetailView, SettingListView
+
+urlpatterns = [
+    path("config/", SettingListView.as_view(), name="config-list"),
+    path("config/changes/", ConfigChangeListView.as_view(), name="config-changes"),
+    path("config/<str:category>/<str:key>/", SettingDetailView.as_view(), name="config-detail"),
+]

@@ -52,6 +52,7 @@ logger = logging.getLogger("queues.scheduler")
 
 HEARTBEAT_SECONDS = 2.0  # recovery.worker_dead_seconds must allow several to be missed
 RETRY_SLEEP_SECONDS = 0.01
+IDLE_TICK_SECONDS = 0.5  # idle sleeps re-read the configuration this often
 SEND_TIMEOUTS = 3  # a whole send may take this many socket timeouts
 # How long the recorder waits to write outcomes together. Short: a
 # rate-limited service stays reserved until its send is recorded.
@@ -240,7 +241,7 @@ class SchedulerWorker:
                     logger.info("queue empty: exiting", extra={"worker": self.worker_id})
                     break
                 close_old_connections()
-                self._stop.wait(self._idle_sleep(claim.status, config))
+                self._idle_wait(claim.status, config)
             except DB_ERRORS as exc:
                 db_failures += 1
                 delay = min(config["error_sleep_seconds"] * db_failures, 30.0)
@@ -270,6 +271,22 @@ class SchedulerWorker:
         if soonest is None:
             return limit
         return max(0.005, min(limit, (soonest - now).total_seconds()))
+
+    def _idle_wait(self, status: ClaimStatus, config: dict) -> None:
+        """Sleep as configured, in short ticks that re-read the configuration.
+
+        A sleep shortened in the admin or the API takes effect within the config
+        cache's second plus one tick, not after the old (up to 300 s) sleep.
+        """
+        key = "no_service_sleep_seconds" if status is ClaimStatus.NO_SERVICE else "no_work_sleep_seconds"
+        started = time.monotonic()
+        wait = self._idle_sleep(status, config)
+        while not self._stop.is_set():
+            remaining = wait - (time.monotonic() - started)
+            if remaining <= 0:
+                return
+            self._stop.wait(min(remaining, IDLE_TICK_SECONDS))
+            wait = min(wait, get_config_by_category("queue")[key])
 
     def _wait_for_capacity(self, timeout: float) -> None:
         with self._in_flight_lock:

@@ -1,0 +1,70 @@
+"""A change made while run_scheduler runs reaches that process within 2 s, without a restart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from config.services import ConfigManagerService
+from queues.services import task_create
+from tests.schedulers import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REACH_SECONDS = 2.0
+
+
+def queue(owner, n: int) -> None:
+    task_create(
+        owner=owner,
+        name="reload",
+        subject="Hi",
+        body_text="Hello",
+        recipients=[f"r{i}@reload.example" for i in range(n)],
+    )
+
+
+def test_a_new_sending_rate_reaches_a_running_scheduler_within_2_seconds(
+    smtp_sink, email_service_factory, user, queue_config, schedulers
+):
+    # sending_rate empty: the service runs at queue.default_sending_rate.
+    email_service_factory(port=smtp_sink.port, sending_rate=None, daily_quota=10_000)
+    queue_config(default_sending_rate=0.05, claim_batch_size=1)
+    queue(user, 500)
+    schedulers.start_one("--concurrency", "1")
+    wait_until(lambda: smtp_sink.count() >= 10, timeout=60, what="the scheduler sending fast")
+
+    changed_at = time.time()
+    ConfigManagerService.set_config("queue", "default_sending_rate", 1.5)
+    time.sleep(REACH_SECONDS + 4)
+
+    arrivals = sorted(r.received_at for r in smtp_sink.snapshot())
+    before = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False) if b < changed_at]
+    assert max(before) < 0.5, "it was sending at the fast rate before the change"
+    # The first send made at the new rate: the first arrival followed by a
+    # 1.5 s gap. Every send claimed with the new value is spaced out like that.
+    after = [a for a in arrivals if a >= changed_at]
+    slow_from = next(a for a, b in zip(after, after[1:], strict=False) if b - a >= 1.4)
+    assert slow_from - changed_at <= REACH_SECONDS, f"the new rate took {slow_from - changed_at:.2f} s to arrive"
+    later = [a for a in after if a >= slow_from]
+    assert all(b - a >= 1.4 for a, b in zip(later, later[1:], strict=False)), later
+    assert "configuration reloaded" in open(schedulers.procs[0].log_path).read()
+
+
+def test_a_shorter_idle_sleep_wakes_a_sleeping_scheduler_within_2_seconds(
+    smtp_sink, email_service_factory, user, queue_config, schedulers
+):
+    email_service_factory(port=smtp_sink.port, sending_rate=0)
+    queue_config(no_work_sleep_seconds=300)
+    proc = schedulers.start_one("--concurrency", "1")
+    wait_until(lambda: "scheduler started" in open(proc.log_path).read(), timeout=30, what="the scheduler up")
+    time.sleep(1)  # now in its 300 s sleep: no work
+    queue(user, 1)
+    time.sleep(1)
+    assert smtp_sink.count() == 0, "still asleep with the old setting"
+
+    changed_at = time.time()
+    ConfigManagerService.set_config("queue", "no_work_sleep_seconds", 0.1)
+    wait_until(lambda: smtp_sink.count() == 1, timeout=30, what="the mail after the change")
+    assert smtp_sink.snapshot()[0].received_at - changed_at <= REACH_SECONDS
