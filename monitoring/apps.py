@@ -5,3 +5,10 @@ class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Monitoring"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The queue figures join django-prometheus's /metrics; the collector only
+        # reads the database when scraped, never at start-up.
+        from monitoring.metrics import register_queue_collector
+
+        register_queue_collector()

@@ -25,7 +25,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
+from monitoring.services.samples import queue_sample_take, queue_samples_prune
 from monitoring.services.task_wait import TaskWaitMonitorService
 from queues.models import EmailService, MaintenanceRun, SendAttempt
 from queues.recovery import FailureRecoveryService
@@ -35,11 +37,15 @@ logger = logging.getLogger(__name__)
 
 
 def recover_dead_workers() -> dict:
-    return dict(FailureRecoveryService().run(rules=("dead_worker",)).counts)
+    counts = dict(FailureRecoveryService().run(rules=("dead_worker",)).counts)
+    metrics.count_recovered(counts)
+    return counts
 
 
 def recover_stuck() -> dict:
-    return dict(FailureRecoveryService().run().counts)
+    counts = dict(FailureRecoveryService().run().counts)
+    metrics.count_recovered(counts)
+    return counts
 
 
 def reset_quotas() -> dict:
@@ -53,6 +59,12 @@ def reset_quotas() -> dict:
 
 def alert_waiting_tasks() -> dict:
     return TaskWaitMonitorService.sweep_waiting_tasks()
+
+
+def sample_queue() -> dict:
+    now = timezone.now()
+    queue_sample_take(now=now)
+    return {"samples_deleted": queue_samples_prune(now=now)}
 
 
 def prune() -> dict:
@@ -98,6 +110,12 @@ SWEEPS = {
             alert_waiting_tasks,
             60,
             "Tasks still waiting for their first send raise their alert past each threshold.",
+        ),
+        Sweep(
+            "sample_queue",
+            sample_queue,
+            60,
+            "Queue depth and ready services are charted over the last hours; samples past a week are deleted.",
         ),
         Sweep("prune", prune, 3600, "Old send attempts and dead heartbeats are deleted."),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -10,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from monitoring.models import Alert
+from monitoring.services.notifications import alert_notify_enqueue, should_notify
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +32,15 @@ class AlertManagerService:
             )
             if updated:
                 alert = open_alerts.get()
-                if _SEVERITY_ORDER.index(severity) > _SEVERITY_ORDER.index(alert.severity):
-                    open_alerts.update(severity=severity)
+                lower = _SEVERITY_ORDER[: _SEVERITY_ORDER.index(severity)]
+                # Compare-and-set: of two processes escalating at once, one notifies.
+                if alert.severity in lower and open_alerts.filter(severity__in=lower).update(severity=severity):
+                    logger.warning(
+                        "alert escalated",
+                        extra={"alert_type": alert_type, "subject": subject, "from": alert.severity, "to": severity},
+                    )
                     alert.severity = severity
+                    _notify_after_commit(alert, f"its severity rose to {severity}")
                 return alert
             try:
                 with transaction.atomic():
@@ -47,6 +55,7 @@ class AlertManagerService:
             except IntegrityError:
                 continue  # raised by another process a moment ago: count it as an occurrence
             logger.warning("alert raised", extra={"alert_type": alert_type, "subject": subject, "severity": severity})
+            _notify_after_commit(alert, "it was raised")
             return alert
         raise RuntimeError(f"could not raise alert {alert_type} {subject}")  # pragma: no cover
 
@@ -78,3 +87,10 @@ class AlertManagerService:
             .update(status=Alert.Status.RESOLVED, resolved_at=timezone.now())
         )
         return bool(updated)
+
+
+def _notify_after_commit(alert: Alert, reason: str) -> None:
+    """Mail staff once the alert is committed (never from inside the transaction that raised it)."""
+    if not should_notify(alert.severity):
+        return
+    transaction.on_commit(partial(alert_notify_enqueue, alert_id=alert.pk, reason=reason))

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from monitoring import metrics
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
 
@@ -58,6 +59,7 @@ class TaskWaitMonitorService:
         )
         if not updated:
             return None
+        metrics.FIRST_SEND_WAIT.observe(wait)
         AlertManagerService.resolve_alert(alert_type="task_waiting", subject=f"task:{task_id}")
         severity = wait_severity(wait)
         if severity is not None:

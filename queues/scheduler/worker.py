@@ -33,6 +33,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.scheduler.claim import (
@@ -225,6 +226,7 @@ class SchedulerWorker:
                     continue
                 started = time.perf_counter()
                 claim = claim_subtasks(worker_id=self.worker_id, limit=min(batch, free), queue_config=config)
+                metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
                 db_failures = 0
                 if claim.status is ClaimStatus.CLAIMED:
                     self._claim_ms.append((time.perf_counter() - started) * 1000)
@@ -434,12 +436,14 @@ class SchedulerWorker:
         except Exception as exc:  # a bug or a template error must fail this mail, not the worker
             logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
             delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
+        finished_at = timezone.now()
+        metrics.SEND_SECONDS.labels(delivery.outcome).observe((finished_at - started_at).total_seconds())
         return SendResult(
             item=work.item,
             token=work.token,
             delivery=delivery,
             started_at=started_at,
-            finished_at=timezone.now(),
+            finished_at=finished_at,
             rate=work.rate,
             service_failures=work.service_failures,
             timeout=work.service.timeout,
@@ -528,7 +532,12 @@ class SchedulerWorker:
         self.stats.retried += summary.retried
         self.stats.failed += summary.failed
         self.stats.released += released
+        metrics.count_send_results((self._service_name(r.item.service_id), r.delivery.outcome) for r in results)
         return summary
+
+    def _service_name(self, service_id: uuid.UUID) -> str:
+        service = self._services.get(service_id)
+        return service.name if service is not None else str(service_id)
 
     # --- figures -------------------------------------------------------------------------
 

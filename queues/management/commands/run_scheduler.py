@@ -5,12 +5,20 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from monitoring.metrics import start_scheduler_metrics_server
 from queues.scheduler.worker import SchedulerWorker, new_worker_id
 
 
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
+        raise ValueError(value)
+    return number
+
+
+def port_number(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
         raise ValueError(value)
     return number
 
@@ -30,6 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--worker-id", default=None, help="name of this worker (default host:pid:random)")
         parser.add_argument("--stats-file", default=None, help="write this process's figures as JSON here on exit")
         parser.add_argument(
+            "--metrics-port",
+            type=port_number,
+            default=0,
+            help="serve this process's Prometheus metrics (edm_mails_sent_total...) on this port; 0 = off (default)",
+        )
+        parser.add_argument(
             "--maintenance",
             choices=["auto", "on", "off"],
             default="auto",
@@ -46,9 +60,15 @@ class Command(BaseCommand):
         worker_id: str | None,
         stats_file: str | None,
         maintenance: str,
+        metrics_port: int,
         **options,
     ) -> None:
         worker_id = worker_id or new_worker_id()
+        if metrics_port:
+            try:
+                start_scheduler_metrics_server(metrics_port)
+            except OSError as exc:
+                raise CommandError(f"cannot serve metrics on port {metrics_port}: {exc.strerror or exc}") from None
         name_connections(f"edm run_scheduler {worker_id}")
         # A long-running process must not keep Django's DEBUG query log.
         settings.DEBUG = False

@@ -1,0 +1,214 @@
+"""The queue's own Prometheus metrics (all prefixed ``edm_``).
+
+Two kinds, kept apart on purpose:
+
+**Read from the database at scrape time** (``QueueCollector``, registered in
+the default registry, so django-prometheus serves them at ``/metrics`` of the
+web process; any web process gives the same figures):
+
+- ``edm_queue_subtasks{status}`` gauge: subtasks per queue status
+  (pending, allocated, processing, parked);
+- ``edm_queue_due_subtasks`` gauge: pending subtasks of runnable tasks that
+  could be sent now;
+- ``edm_ready_services`` gauge: services that could be claimed now;
+- ``edm_live_schedulers`` gauge: scheduler processes with a fresh heartbeat;
+- ``edm_oldest_waiting_task_seconds`` gauge: first-send wait so far of the
+  longest-waiting runnable task (0 when none waits);
+- ``edm_open_alerts{severity}`` gauge: alerts not resolved, per severity;
+- ``edm_service_sent_total{service}`` / ``edm_service_failed_total{service}``
+  counters: each service's delivered and failed attempts (its
+  total_sent / total_failed columns);
+- ``edm_queue_metrics_up`` gauge: 1 when the figures above could be read,
+  0 when the database did not answer (the others are then absent).
+
+**Counted in the scheduler process** (``SCHEDULER_REGISTRY``, served by
+``run_scheduler --metrics-port N``; they describe what that process did since
+it started, so Prometheus sums them across processes):
+
+- ``edm_mails_sent_total{service}`` counter: mails handed over to a service;
+- ``edm_mails_failed_total{service,kind}`` counter: failed attempts, kind
+  ``transient`` (retried, or failed once out of retries) or ``permanent``;
+- ``edm_claim_seconds{result}`` histogram: one claim transaction, by result
+  (claimed, no_service, no_work, retry);
+- ``edm_send_seconds{outcome}`` histogram: one SMTP/ESP conversation;
+- ``edm_recovered_subtasks_total{rule}`` counter: claims given back by the
+  recovery sweeps that this process ran (rule dead_worker or timeout);
+- ``edm_first_send_wait_seconds`` histogram: queue entry to first send, per task.
+
+The DB collector stays out of the scheduler's registry, so a scrape of a
+scheduler never queries the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+
+from django.db import DatabaseError
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_REGISTRY = CollectorRegistry()
+ProcessCollector(registry=SCHEDULER_REGISTRY)
+
+MAILS_SENT = Counter(
+    "edm_mails_sent", "Mails handed over to a service by this process.", ["service"], registry=SCHEDULER_REGISTRY
+)
+MAILS_FAILED = Counter(
+    "edm_mails_failed",
+    "Failed send attempts in this process, by service and kind (transient or permanent).",
+    ["service", "kind"],
+    registry=SCHEDULER_REGISTRY,
+)
+CLAIM_SECONDS = Histogram(
+    "edm_claim_seconds",
+    "Duration of one claim transaction, by result.",
+    ["result"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=SCHEDULER_REGISTRY,
+)
+SEND_SECONDS = Histogram(
+    "edm_send_seconds",
+    "Duration of one send (the SMTP or ESP conversation), by outcome.",
+    ["outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=SCHEDULER_REGISTRY,
+)
+RECOVERED = Counter(
+    "edm_recovered_subtasks",
+    "Claimed subtasks given back to the queue by recovery, by rule.",
+    ["rule"],
+    registry=SCHEDULER_REGISTRY,
+)
+FIRST_SEND_WAIT = Histogram(
+    "edm_first_send_wait_seconds",
+    "Seconds from a task's queue entry to its first sent mail.",
+    # Around the alert thresholds (300, 600, 1800 s by default).
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+    registry=SCHEDULER_REGISTRY,
+)
+
+_server_lock = threading.Lock()
+_server_port: int | None = None
+_collector_lock = threading.Lock()
+_collector_registered = False
+
+
+def count_send_results(results: Iterable[tuple[str, str]]) -> None:
+    """Count (service name, outcome) pairs of recorded send attempts."""
+    for service, outcome in results:
+        if outcome == "sent":
+            MAILS_SENT.labels(service).inc()
+        else:
+            MAILS_FAILED.labels(service, outcome).inc()
+
+
+def count_recovered(counts: Mapping[str, int]) -> None:
+    """Count a recovery report's ``<rule>.<action>`` figures: subtasks given back, by rule."""
+    for key, n in counts.items():
+        rule, _, action = key.partition(".")
+        # stuck_task counts tasks, not subtasks; already_done means nothing was given back.
+        if rule != "stuck_task" and action != "already_done" and n:
+            RECOVERED.labels(rule).inc(n)
+
+
+def start_scheduler_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
+    """Serve SCHEDULER_REGISTRY over HTTP on ``port`` (once per process)."""
+    global _server_port
+    with _server_lock:
+        if _server_port is not None:
+            return
+        start_http_server(port, addr=addr, registry=SCHEDULER_REGISTRY)
+        _server_port = port
+    logger.info("scheduler metrics served", extra={"port": port})
+
+
+class QueueCollector:
+    """Reads the queue's figures from the database on every scrape (a handful of indexed queries)."""
+
+    def describe(self) -> list[Metric]:
+        # Declared without touching the database (registration happens at start-up).
+        return [
+            GaugeMetricFamily("edm_queue_subtasks", "", labels=["status"]),
+            GaugeMetricFamily("edm_queue_due_subtasks", ""),
+            GaugeMetricFamily("edm_ready_services", ""),
+            GaugeMetricFamily("edm_live_schedulers", ""),
+            GaugeMetricFamily("edm_oldest_waiting_task_seconds", ""),
+            GaugeMetricFamily("edm_open_alerts", "", labels=["severity"]),
+            CounterMetricFamily("edm_service_sent", "", labels=["service"]),
+            CounterMetricFamily("edm_service_failed", "", labels=["service"]),
+            GaugeMetricFamily("edm_queue_metrics_up", ""),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            metrics = list(self._read())
+        except DatabaseError as exc:
+            logger.warning("queue metrics unavailable", extra={"error": str(exc).strip()})
+            yield GaugeMetricFamily("edm_queue_metrics_up", "1 when the queue figures could be read.", value=0)
+            return
+        yield from metrics
+        yield GaugeMetricFamily("edm_queue_metrics_up", "1 when the queue figures could be read.", value=1)
+
+    @staticmethod
+    def _read() -> Iterator[Metric]:
+        from django.db.models import Count
+        from django.utils import timezone
+
+        from monitoring.models import Alert
+        from monitoring.services.system import SystemMonitorService as system
+        from queues.models import EmailService
+
+        now = timezone.now()
+        depth = GaugeMetricFamily("edm_queue_subtasks", "Subtasks per queue status.", labels=["status"])
+        for status, n in system.queue_depth().items():
+            depth.add_metric([status], n)
+        yield depth
+        yield GaugeMetricFamily(
+            "edm_queue_due_subtasks", "Pending subtasks that could be sent now.", value=system.backlog(now=now)["due"]
+        )
+        yield GaugeMetricFamily(
+            "edm_ready_services", "Services that could be claimed now.", value=system.ready_services(now=now)
+        )
+        yield GaugeMetricFamily(
+            "edm_live_schedulers",
+            "Scheduler processes with a fresh heartbeat.",
+            value=len(system.live_schedulers(now=now)),
+        )
+        oldest = system.oldest_waiting_task(now=now)
+        yield GaugeMetricFamily(
+            "edm_oldest_waiting_task_seconds",
+            "First-send wait so far of the longest-waiting runnable task.",
+            value=oldest["wait_seconds"] if oldest else 0,
+        )
+        alerts = GaugeMetricFamily("edm_open_alerts", "Alerts not resolved, per severity.", labels=["severity"])
+        open_counts = dict(
+            Alert.objects.exclude(status=Alert.Status.RESOLVED)
+            .values_list("severity")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for severity in Alert.Severity.values:
+            alerts.add_metric([severity], open_counts.get(severity, 0))
+        yield alerts
+        sent = CounterMetricFamily("edm_service_sent", "Delivered attempts per service.", labels=["service"])
+        failed = CounterMetricFamily("edm_service_failed", "Failed attempts per service.", labels=["service"])
+        for name, total_sent, total_failed in EmailService.objects.values_list("name", "total_sent", "total_failed"):
+            sent.add_metric([name], total_sent)
+            failed.add_metric([name], total_failed)
+        yield sent
+        yield failed
+
+
+def register_queue_collector() -> None:
+    """Add QueueCollector to the default registry (idempotent: ready() may run more than once)."""
+    global _collector_registered
+    with _collector_lock:
+        if _collector_registered:
+            return
+        REGISTRY.register(QueueCollector())
+        _collector_registered = True
