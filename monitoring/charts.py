@@ -205,10 +205,14 @@ def bar_chart(
     bucket: dt.timedelta,
     unit: str = "",
 ) -> SafeString:
-    """Stacked bars, one per bucket starting at each time; the first series at the bottom."""
-    if not _has_data(times, series):
-        return _empty(chart_id, title, _Frame(start=start, end=end, top=1.0), unit)
+    """Stacked bars, one per bucket starting at each time; the first series at the bottom.
+
+    Buckets in which nothing happened are zeros, not unknowns: a chart of
+    zeros only says "no data" rather than drawing an empty axis.
+    """
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(times))]
+    if not any(total > 0 for total in totals):
+        return _empty(chart_id, title, _Frame(start=start, end=end, top=1.0), unit)
     top, ticks = y_axis(max(totals))
     frame = _Frame(start=start, end=end, top=top)
     width = max(round(PLOT_W * bucket.total_seconds() / frame.span * 0.8, 1), 1.0)

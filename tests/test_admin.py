@@ -4,6 +4,13 @@ import pytest
 from django.urls import reverse
 
 from queues.models import EmailService
+from tests.factories import AlertFactory, SendAttemptFactory, WorkerHeartbeatFactory
+
+
+@pytest.fixture
+def monitoring_rows(db):
+    """One alert, heartbeat and send attempt, so their admin pages have a row to show."""
+    return AlertFactory(), WorkerHeartbeatFactory(), SendAttemptFactory()
 
 
 @pytest.fixture
@@ -23,11 +30,14 @@ def admin_client_logged_in(client, user_factory):
         "queues.task",
         "queues.subtask",
         "monitoring.taskwaitmetric",
+        "monitoring.alert",
+        "monitoring.workerheartbeat",
+        "queues.sendattempt",
         "config.configitem",
     ],
 )
 def test_every_model_has_a_working_admin_list_and_detail(
-    admin_client_logged_in, model, subtask, task_wait_metric, contact, tag, config_item, email_service
+    admin_client_logged_in, model, subtask, task_wait_metric, contact, tag, config_item, email_service, monitoring_rows
 ):
     app_label, model_name = model.split(".")
     changelist = admin_client_logged_in.get(reverse(f"admin:{app_label}_{model_name}_changelist"), {"q": "a"})
@@ -75,3 +85,31 @@ def test_service_secrets_are_write_only_in_the_admin(admin_client_logged_in, ema
 
     admin_client_logged_in.post(url, {**form, "password": "new-pw"})
     assert EmailService.objects.get(pk=service.pk).password == "new-pw"
+
+
+@pytest.mark.parametrize("model", ["monitoring.workerheartbeat", "queues.sendattempt", "monitoring.alert"])
+def test_system_written_rows_cannot_be_added_changed_or_deleted(admin_client_logged_in, model, monitoring_rows):
+    from django.apps import apps
+
+    app_label, model_name = model.split(".")
+    model_class = apps.get_model(app_label, model_name)
+    obj = model_class.objects.get()
+    before = model_class.objects.values().get()
+
+    assert admin_client_logged_in.get(reverse(f"admin:{app_label}_{model_name}_add")).status_code == 403
+    assert (
+        admin_client_logged_in.get(reverse(f"admin:{app_label}_{model_name}_delete", args=[obj.pk])).status_code == 403
+    )
+    change = admin_client_logged_in.get(reverse(f"admin:{app_label}_{model_name}_change", args=[obj.pk]))
+    assert 'name="_save"' not in change.content.decode()
+    admin_client_logged_in.post(reverse(f"admin:{app_label}_{model_name}_change", args=[obj.pk]), {"pid": "1"})
+    assert model_class.objects.values().get() == before
+
+
+def test_service_list_never_shows_the_password(admin_client_logged_in, email_service_factory):
+    email_service_factory(password="s3cr3t-pw", name="relay-1")
+
+    page = admin_client_logged_in.get(reverse("admin:queues_emailservice_changelist")).content.decode()
+
+    assert "relay-1" in page
+    assert "s3cr3t-pw" not in page
