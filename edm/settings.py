@@ -182,6 +182,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Mail tasks, contacts and tags for users; services, configuration, alerts and monitoring for staff.",
     "VERSION": "2.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema describes the API, it holds no data: integrators fetch it before they have a token.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

@@ -18,3 +18,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.environ.get("TEST_SQLITE_PATH", str(BASE_DIR / "var" / "test_edm.sqlite3"))
     }
+
+# The schema-driven API test calls the WSGI application as "localhost".
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
