@@ -28,8 +28,17 @@ serve: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver 127.0.0.1:8000
 
+# The browser test drives Debian's Chromium; installed here when missing.
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the dashboard browser test needs Chromium at $(CHROMIUM) (set CHROMIUM=/path/to/chromium)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium; }
+
 # The test suite; set DATABASE_URL=postgres://... to run it on PostgreSQL.
-test: $(STAMP)
+test: export CHROMIUM_PATH = $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
