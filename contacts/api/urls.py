@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from contacts.api.views import ContactViewSet, TagViewSet
+
+router = SimpleRouter()
+router.register("contacts", ContactViewSet, basename="contact")
+router.register("tags", TagViewSet, basename="tag")
+
+urlpatterns = router.urls
