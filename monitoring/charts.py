@@ -43,9 +43,14 @@ def nice_step(value: float) -> float:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def y_axis(maximum: float, ticks: int = 4) -> tuple[float, list[float]]:
-    """The top of the y axis and its tick values for data up to ``maximum`` (bottom is 0)."""
-    step = nice_step(max(maximum, 1e-9) / ticks) if maximum > 0 else 0.25
+def y_axis(maximum: float, ticks: int = 4, *, whole: bool = False) -> tuple[float, list[float]]:
+    """The top of the y axis and its tick values for data up to ``maximum`` (bottom is 0).
+
+    ``whole``: the data are counts, so no tick falls between two whole numbers.
+    """
+    if maximum <= 0:
+        return (1.0, [0.0, 1.0]) if whole else (0.25, [0.0, 0.25])
+    step = nice_step(max(maximum / ticks, 1.0 if whole else 1e-9))
     count = max(1, math.ceil(maximum / step - 1e-9))
     return step * count, [round(step * i, 10) for i in range(count + 1)]
 
@@ -80,7 +85,8 @@ class _Frame:
             '<text x="{}" y="{}" text-anchor="end" font-size="10" fill="#666">{}</text>',
             ((LEFT, self.y(v), LEFT + PLOT_W, self.y(v), LEFT - 4, self.y(v) + 3, format_number(v)) for v in y_ticks),
         )
-        long_span = self.span > 86_400
+        # Past half a day the same hour appears twice on the axis: add the date.
+        long_span = self.span > 12 * 3600
         x_labels = []
         for i in range(X_TICKS):
             when = self.start + dt.timedelta(seconds=self.span * i / (X_TICKS - 1))
@@ -157,11 +163,15 @@ def line_chart(
     start: dt.datetime,
     end: dt.datetime,
     unit: str = "",
+    whole: bool = False,
 ) -> SafeString:
-    """Lines over [start, end]; a None value breaks its line so gaps stay visible."""
+    """Lines over [start, end]; a None value breaks its line so gaps stay visible.
+
+    ``whole``: the values are counts (see y_axis).
+    """
     if not _has_data(times, series):
         return _empty(chart_id, title, _Frame(start=start, end=end, top=1.0), unit)
-    top, ticks = y_axis(max(v for s in series for v in s.values if v is not None))
+    top, ticks = y_axis(max(v for s in series for v in s.values if v is not None), whole=whole)
     frame = _Frame(start=start, end=end, top=top)
     parts = [frame.axes(ticks, unit), _legend(series, latest=True)]
     for s in series:
@@ -213,7 +223,7 @@ def bar_chart(
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(times))]
     if not any(total > 0 for total in totals):
         return _empty(chart_id, title, _Frame(start=start, end=end, top=1.0), unit)
-    top, ticks = y_axis(max(totals))
+    top, ticks = y_axis(max(totals), whole=True)
     frame = _Frame(start=start, end=end, top=top)
     width = max(round(PLOT_W * bucket.total_seconds() / frame.span * 0.8, 1), 1.0)
     parts = [frame.axes(ticks, unit), _legend(series, latest=False)]

@@ -89,7 +89,14 @@ def build_charts(
     window = {"start": since, "end": until}
     return [
         _chart(
-            "queue-depth", "Queue depth", "subtasks", line_chart, depth_times, depth, ("pending", "in_flight"), window
+            "queue-depth",
+            "Queue depth",
+            "subtasks",
+            line_chart,
+            depth_times,
+            depth,
+            ("pending", "in_flight"),
+            {**window, "whole": True},
         ),
         _chart(
             "ready-services",
@@ -99,7 +106,7 @@ def build_charts(
             depth_times,
             depth,
             ("ready_services", "live_schedulers"),
-            window,
+            {**window, "whole": True},
         ),
         _chart(
             "throughput",

@@ -65,6 +65,19 @@ def test_y_axis_top_and_ticks(maximum, top, ticks):
     assert y_axis(maximum) == (pytest.approx(top), pytest.approx(ticks))
 
 
+@pytest.mark.parametrize(
+    ("maximum", "top", "ticks"),
+    [
+        pytest.param(2, 2, [0, 1, 2], id="no-half-steps"),
+        pytest.param(3, 3, [0, 1, 2, 3], id="small"),
+        pytest.param(120, 150, [0, 50, 100, 150], id="hundreds"),
+        pytest.param(0, 1, [0, 1], id="all-zero"),
+    ],
+)
+def test_y_axis_for_counts_has_whole_ticks(maximum, top, ticks):
+    assert y_axis(maximum, whole=True) == (top, ticks)
+
+
 @pytest.mark.parametrize(("value", "text"), [(0, "0"), (12, "12"), (2.5, "2.5"), (0.125, "0.125"), (25000, "25k")])
 def test_format_number(value, text):
     assert format_number(value) == text
