@@ -14,8 +14,9 @@ import logging
 import smtplib
 import uuid
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import mail_admins, send_mass_mail
+from django.core.mail import get_connection, mail_admins, send_mass_mail
 from django.db import DatabaseError
 
 from config.registry import ConfigValidationError
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 SEVERITY_ORDER = [s.value for s in Alert.Severity]
 DEFAULT_NOTIFY = False
 DEFAULT_MIN_SEVERITY = Alert.Severity.CRITICAL.value
+# Without a broker the mail is sent inline, possibly from a scheduler's
+# recorder thread: a mail server that hangs must not hold it for long.
+SEND_TIMEOUT_SECONDS = 10
 
 
 def notification_settings() -> tuple[bool, str]:
@@ -82,10 +86,12 @@ def alert_notify_staff(*, alert_id: uuid.UUID | str, reason: str) -> int:
     )
     recipients = staff_recipients()
     try:
+        connection = get_connection(timeout=getattr(settings, "EMAIL_TIMEOUT", None) or SEND_TIMEOUT_SECONDS)
         if recipients:
-            sent = send_mass_mail([(subject, body, None, [address]) for address in recipients])
+            messages = [(subject, body, None, [address]) for address in recipients]
+            sent = send_mass_mail(messages, connection=connection)
         else:
-            mail_admins(subject, body)
+            mail_admins(subject, body, connection=connection)
             sent = 0
     except (smtplib.SMTPException, OSError) as exc:
         logger.warning("alert notification failed", extra={"alert": str(alert.pk), "error": str(exc)})

@@ -23,18 +23,12 @@ def frozen():
         yield NOW
 
 
-def test_queue_depth_counts_queue_statuses_only(subtask_factory, task):
+def test_queue_depth_counts_queue_statuses_only(subtask_factory, task, email_service):
     for status, n in [("pending", 3), ("allocated", 1), ("processing", 2), ("parked", 1), ("sent", 5)]:
-        extra = {"service": _service()} if status in ("allocated", "processing", "sent") else {}
+        extra = {"service": email_service} if status in ("allocated", "processing", "sent") else {}
         subtask_factory.create_batch(n, task=task, status=status, **extra)
 
     assert SystemMonitorService.queue_depth() == {"pending": 3, "allocated": 1, "processing": 2, "parked": 1}
-
-
-def _service(**kwargs):
-    from tests.factories import EmailServiceFactory
-
-    return EmailServiceFactory(**kwargs)
 
 
 def test_service_usage_says_why_a_service_is_not_ready(frozen, email_service_factory):
@@ -83,9 +77,10 @@ def test_oldest_waiting_task_and_backlog(frozen, task_wait_metric_factory, subta
     assert SystemMonitorService.backlog() == {"pending": 2, "due": 1}
 
 
-def test_task_status_counts_percent_done_and_wait(frozen, task, subtask_factory, task_wait_metric_factory):
-    service = _service()
-    subtask_factory.create_batch(3, task=task, status="sent", service=service)
+def test_task_status_counts_percent_done_and_wait(
+    frozen, task, subtask_factory, task_wait_metric_factory, email_service
+):
+    subtask_factory.create_batch(3, task=task, status="sent", service=email_service)
     subtask_factory(task=task, status="failed")
     subtask_factory.create_batch(4, task=task)
     task_wait_metric_factory(
