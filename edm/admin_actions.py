@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import model_ngettext
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 # What one object's run returned: an outcome name, or the name and an amount
@@ -47,9 +47,3 @@ def apply_to_each(
             objects = model_ngettext(queryset, counts[outcome])
             message = text.format(count=counts[outcome], objects=objects, total=totals[outcome])
             modeladmin.message_user(request, message, level)
-
-
-def all_fields(model: type[Model], exclude: Iterable[str] = ()) -> tuple[str, ...]:
-    """Every concrete field of the model, for admins that only show rows."""
-    skip = set(exclude)
-    return tuple(f.name for f in model._meta.get_fields() if f.concrete and f.name not in skip)

@@ -2,22 +2,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from edm.admin_actions import Result, all_fields, apply_to_each
+from edm.admin_actions import Result, apply_to_each
+from edm.admin_readonly import ReadOnlyAdmin, all_fields
 from monitoring.models import Alert, TaskWaitMetric, WorkerHeartbeat
 from monitoring.services.alerts import AlertManagerService
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the system: staff look, nobody edits, adds or deletes."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(TaskWaitMetric)

@@ -5,7 +5,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from edm.admin_actions import Result, all_fields, apply_to_each
+from edm.admin_actions import Result, apply_to_each
+from edm.admin_readonly import ReadOnlyAdmin, all_fields
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import (
     RUNNABLE,
@@ -139,7 +140,7 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Pause selected tasks", permissions=["change"])
     def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         def apply(task: Task) -> Result:
-            # The status read with the page only words the message; the service decides.
+            # The status read just before only words the message; the service decides under its row lock.
             was_paused = task.status == Task.Status.PAUSED
             task_pause(task=task)
             return "unchanged" if was_paused else "paused"
@@ -214,7 +215,7 @@ class SubTaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(SendAttempt)
-class SendAttemptAdmin(admin.ModelAdmin):
+class SendAttemptAdmin(ReadOnlyAdmin):
     """Delivery history: written by the scheduler only, so it is read-only here."""
 
     list_display = ("started_at", "subtask", "service", "outcome", "smtp_code", "duration", "worker_id")
@@ -228,12 +229,3 @@ class SendAttemptAdmin(admin.ModelAdmin):
     @admin.display(description="duration (ms)")
     def duration(self, attempt: SendAttempt) -> int:
         return attempt.duration_ms
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: SendAttempt | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: SendAttempt | None = None) -> bool:
-        return False
