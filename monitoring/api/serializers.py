@@ -100,3 +100,56 @@ class PerformanceSerializer(serializers.Serializer):
     until = serializers.DateTimeField()
     bucket = serializers.CharField()
     data = PerformancePointSerializer(many=True)
+
+
+class ServiceUsageSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    is_enabled = serializers.BooleanField()
+    daily_quota = serializers.IntegerField()
+    quota_used = serializers.IntegerField(help_text="Sent in the current quota day.")
+    quota_left = serializers.IntegerField()
+    sent = serializers.IntegerField(help_text="Delivered attempts, ever.")
+    failed = serializers.IntegerField(help_text="Failed attempts, ever.")
+    success_rate = serializers.FloatField(help_text="Moving success rate, percent.")
+    avg_response_ms = serializers.IntegerField()
+    last_sent_at = serializers.DateTimeField(allow_null=True)
+    next_available_at = serializers.DateTimeField(allow_null=True)
+    backoff_until = serializers.DateTimeField(allow_null=True)
+    ready = serializers.BooleanField()
+    not_ready_reason = serializers.CharField(
+        allow_null=True, help_text="disabled, quota, backed_off or rate; null when ready."
+    )
+
+
+class ServiceUsageListSerializer(serializers.Serializer):
+    data = ServiceUsageSerializer(many=True)
+
+
+class QueueDepthPointSerializer(serializers.Serializer):
+    time = serializers.CharField()
+    pending = serializers.IntegerField()
+    in_flight = serializers.IntegerField()
+    ready_services = serializers.IntegerField()
+    live_schedulers = serializers.IntegerField()
+
+
+class OldestWaitingTaskSerializer(serializers.Serializer):
+    task_id = serializers.UUIDField()
+    task_name = serializers.CharField()
+    user_id = serializers.UUIDField()
+    queue_entry_time = serializers.DateTimeField()
+    wait_seconds = serializers.IntegerField()
+
+
+class QueueQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(required=False, help_text="Start of the series (default: an hour ago).")
+
+
+class QueueStateSerializer(serializers.Serializer):
+    depth = serializers.DictField(child=serializers.IntegerField(), help_text="Subtasks per queue status.")
+    backlog = serializers.DictField(child=serializers.IntegerField(), help_text="pending, and due now.")
+    ready_services = serializers.IntegerField()
+    live_schedulers = serializers.ListField(child=serializers.CharField(), help_text="Worker ids.")
+    oldest_waiting_task = OldestWaitingTaskSerializer(allow_null=True)
+    series = QueueDepthPointSerializer(many=True, help_text="One sample a minute (sample_queue sweep).")

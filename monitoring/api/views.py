@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import DatabaseError
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, serializers, status, viewsets
@@ -19,12 +22,16 @@ from monitoring.api.serializers import (
     HealthSerializer,
     PerformanceQuerySerializer,
     PerformanceSerializer,
+    QueueQuerySerializer,
+    QueueStateSerializer,
+    ServiceUsageListSerializer,
     TaskWaitMetricSerializer,
 )
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
 from monitoring.services.health import UNHEALTHY, system_health
-from monitoring.services.performance import performance_series
+from monitoring.services.performance import performance_series, queue_depth_series
+from monitoring.services.system import SystemMonitorService
 
 
 class Conflict(exceptions.APIException):
@@ -88,6 +95,46 @@ class PerformanceMetricsView(APIView):
         except ValueError as exc:
             raise serializers.ValidationError({"detail": [str(exc)]}) from None
         return Response({"since": params["since"], "until": params["until"], "bucket": params["bucket"], "data": data})
+
+
+class ServiceUsageView(APIView):
+    """Every sending service's quota, sends, success rate and readiness (staff)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(summary="Per-service usage and readiness", responses={200: ServiceUsageListSerializer})
+    def get(self, request: Request) -> Response:
+        return Response({"data": SystemMonitorService.service_usage()})
+
+
+class QueueStateView(APIView):
+    """The queue now (depth, backlog, ready services, live schedulers, oldest wait) and its recent samples (staff)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        summary="Queue state and queue-depth series",
+        parameters=[OpenApiParameter("since", OpenApiTypes.DATETIME, description="Series start (default: 1 h ago)")],
+        responses={200: QueueStateSerializer, 400: OpenApiResponse(description="Invalid parameters")},
+    )
+    def get(self, request: Request) -> Response:
+        query = QueueQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        now = timezone.now()
+        since = query.validated_data.get("since") or now - dt.timedelta(hours=1)
+        if since >= now:
+            raise serializers.ValidationError({"since": ["must be in the past"]})
+        system = SystemMonitorService
+        return Response(
+            {
+                "depth": system.queue_depth(),
+                "backlog": system.backlog(now=now),
+                "ready_services": system.ready_services(now=now),
+                "live_schedulers": [beat.worker_id for beat in system.live_schedulers(now=now)],
+                "oldest_waiting_task": system.oldest_waiting_task(now=now),
+                "series": queue_depth_series(since=since, until=now),
+            }
+        )
 
 
 _ALERT_ACTION = {

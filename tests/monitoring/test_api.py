@@ -10,6 +10,7 @@ from django.db import OperationalError
 
 from monitoring.models import Alert
 from monitoring.services import health
+from tests.factories import QueueSampleFactory
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.timezone.utc)
 HEALTH = "/api/monitoring/system-health"
@@ -261,3 +262,46 @@ def test_the_schema_documents_the_monitoring_endpoints(api, db):
         "/api/monitoring/alerts/{id}/resolve/",
         "/api/monitoring/task-wait-metrics/",
     } <= paths
+
+
+# --- services and queue ---------------------------------------------------------------------
+
+
+def test_service_usage_endpoint(frozen, api, staff, email_service_factory):
+    email_service_factory(name="relay-a", is_enabled=False, total_sent=5)
+
+    body = api.as_user(staff).get("/api/monitoring/services").json()
+
+    assert [(s["name"], s["ready"], s["not_ready_reason"], s["sent"]) for s in body["data"]] == [
+        ("relay-a", False, "disabled", 5)
+    ]
+
+
+def test_queue_endpoint_gives_the_state_and_the_samples(
+    frozen, api, staff, subtask, heartbeat_factory, task_wait_metric_factory
+):
+    heartbeat_factory(worker_id="w1")
+    task_wait_metric_factory(task=subtask.task, queue_entry_time=frozen - dt.timedelta(seconds=90))
+    QueueSampleFactory(taken_at=frozen - dt.timedelta(minutes=2), pending=4, ready_services=1)
+    QueueSampleFactory(taken_at=frozen - dt.timedelta(hours=2), pending=9)
+
+    body = api.as_user(staff).get("/api/monitoring/queue").json()
+
+    assert body["depth"] == {"pending": 1, "allocated": 0, "processing": 0, "parked": 0}
+    assert body["backlog"] == {"pending": 1, "due": 1}
+    assert (body["ready_services"], body["live_schedulers"]) == (0, ["w1"])
+    assert body["oldest_waiting_task"]["wait_seconds"] == 90
+    assert body["series"] == [
+        {"time": "2026-03-02T11:58:00+00:00", "pending": 4, "in_flight": 0, "ready_services": 1, "live_schedulers": 0}
+    ]
+
+
+@pytest.mark.parametrize("path", ["/api/monitoring/services", "/api/monitoring/queue"])
+def test_services_and_queue_are_staff_only(api, user, path):
+    assert api.as_user(user).get(path).status_code == 403
+
+
+def test_queue_since_must_be_a_past_datetime(frozen, api, staff):
+    client = api.as_user(staff)
+    assert client.get("/api/monitoring/queue", {"since": "soon"}).status_code == 400
+    assert client.get("/api/monitoring/queue", {"since": "2026-03-03T00:00:00Z"}).status_code == 400
