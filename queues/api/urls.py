@@ -1,3 +1,10 @@
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from queues.api.views import EmailServiceViewSet, SubTaskViewSet, TaskViewSet
+
+router = SimpleRouter()
+router.register("services", EmailServiceViewSet, basename="service")
+router.register("tasks", TaskViewSet, basename="task")
+router.register("subtasks", SubTaskViewSet, basename="subtask")
+
+urlpatterns = router.urls

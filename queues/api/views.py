@@ -1,0 +1,163 @@
+"""Services (staff), and the calling user's tasks and subtasks (see OwnerScopedMixin for who sees what)."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, ProtectedError
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from edm.api.scoping import PARSERS, OwnerScopedMixin
+from monitoring.models import TaskWaitMetric
+from queues.api import serializers
+from queues.api.filters import EmailServiceFilter, SubTaskFilter, TaskFilter
+from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.services import (
+    service_reset_quota,
+    service_set_enabled,
+    task_cancel,
+    task_create,
+    task_pause,
+    task_resume,
+    task_retry_failed,
+)
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object's state does not allow this."
+
+
+_SERVICE_ACTION = extend_schema(request=None, responses={200: serializers.EmailServiceSerializer})
+
+
+@extend_schema_view(
+    destroy=extend_schema(summary="Delete a service that never sent (one with history can only be disabled)"),
+)
+class EmailServiceViewSet(viewsets.ModelViewSet):
+    """Sending accounts: staff only, for every operation including reads."""
+
+    permission_classes = [IsAdminUser]
+    parser_classes = PARSERS
+    queryset = EmailService.objects.all()
+    serializer_class = serializers.EmailServiceSerializer
+    filterset_class = EmailServiceFilter
+    ordering_fields = ["name", "created_at", "daily_quota", "used_quota", "next_available_at", "total_sent"]
+    ordering = ["name"]
+
+    def perform_destroy(self, instance: EmailService) -> None:
+        try:
+            instance.delete()
+        except ProtectedError:
+            raise Conflict("the service has sent mail and its history is kept: disable it instead") from None
+
+    @_SERVICE_ACTION
+    @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
+    def enable(self, request: Request, pk: str | None = None) -> Response:
+        service_set_enabled(service=self.get_object(), enabled=True)
+        return self._fresh()
+
+    @_SERVICE_ACTION
+    @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
+    def disable(self, request: Request, pk: str | None = None) -> Response:
+        service_set_enabled(service=self.get_object(), enabled=False)
+        return self._fresh()
+
+    @_SERVICE_ACTION
+    @action(detail=True, methods=["post"], url_path="reset-quota", filter_backends=[], pagination_class=None)
+    def reset_quota(self, request: Request, pk: str | None = None) -> Response:
+        service_reset_quota(service=self.get_object())
+        return self._fresh()
+
+    def _fresh(self) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+
+_TASK_ACTION = {"detail": True, "methods": ["post"], "filter_backends": [], "pagination_class": None}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your tasks, with progress and wait time"),
+    retrieve=extend_schema(summary="One of your tasks, with progress and wait time"),
+)
+class TaskViewSet(OwnerScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Create and follow sending tasks; status changes only through the actions.
+
+    There is no update and no delete: a task's content is fixed once its
+    subtasks exist, and a task is stopped by cancelling it (its history stays).
+    """
+
+    queryset = Task.objects.prefetch_related(
+        Prefetch("wait_metrics", queryset=TaskWaitMetric.objects.order_by("-queue_entry_time"))
+    )
+    serializer_class = serializers.TaskSerializer
+    filterset_class = TaskFilter
+    ordering_fields = ["created_at", "updated_at", "priority", "scheduled_at", "name", "status"]
+    ordering = ["-created_at"]
+
+    @extend_schema(
+        summary="Create a task for a recipient list or one of your tags, and queue it",
+        request=serializers.TaskCreateSerializer,
+        responses={201: serializers.TaskSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        payload = serializers.TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+        payload.is_valid(raise_exception=True)
+        task = task_create(owner=request.user, **payload.validated_data)
+        return Response(self.get_serializer(self._reload(task)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Stop new sends; sends under way finish", request=None, responses=serializers.TaskSerializer)
+    @action(**_TASK_ACTION)
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        task = task_pause(task=self.get_object())
+        return Response(self.get_serializer(self._reload(task)).data)
+
+    @extend_schema(summary="Continue a paused task", request=None, responses=serializers.TaskSerializer)
+    @action(**_TASK_ACTION)
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        task = task_resume(task=self.get_object())
+        return Response(self.get_serializer(self._reload(task)).data)
+
+    @extend_schema(
+        summary="Cancel the task and its pending subtasks",
+        request=None,
+        responses=serializers.TaskCancelResultSerializer,
+    )
+    @action(**_TASK_ACTION)
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        task = self.get_object()
+        cancelled = task_cancel(task=task)
+        return Response({"cancelled": cancelled, "task": self.get_serializer(self._reload(task)).data})
+
+    @extend_schema(
+        summary="Queue the task's failed subtasks again",
+        request=None,
+        responses=serializers.TaskRetryResultSerializer,
+    )
+    @action(**_TASK_ACTION, url_path="retry-failed")
+    def retry_failed(self, request: Request, pk: str | None = None) -> Response:
+        task = self.get_object()
+        retried = task_retry_failed(task=task)
+        return Response({"retried": retried, "task": self.get_serializer(self._reload(task)).data})
+
+    def _reload(self, task: Task) -> Task:
+        return self.get_queryset().get(pk=task.pk)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your subtasks (one per recipient), with their send attempts"),
+    retrieve=extend_schema(summary="One of your subtasks, with its send attempts"),
+)
+class SubTaskViewSet(OwnerScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """The recipients of your tasks and every attempt to send to them; read-only."""
+
+    queryset = SubTask.objects.prefetch_related(
+        Prefetch("attempts_log", queryset=SendAttempt.objects.select_related("service").order_by("started_at"))
+    )
+    serializer_class = serializers.SubTaskSerializer
+    filterset_class = SubTaskFilter
+    ordering_fields = ["created_at", "updated_at", "status", "recipient_email", "sent_at", "attempts"]
+    ordering = ["created_at", "id"]
