@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 from monitoring.models import TaskWaitMetric
@@ -57,7 +58,9 @@ class TaskMonitorService:
         }
 
     @classmethod
-    def active_tasks(cls, *, owner=None, limit: int = 50, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    def active_tasks(
+        cls, *, owner: AbstractBaseUser | None = None, limit: int = 50, now: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
         """task_status of the runnable tasks (of one owner, if given), oldest first."""
         now = now or timezone.now()
         tasks = Task.objects.filter(status__in=RUNNABLE).order_by("created_at")
