@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from monitoring.dashboard import DEFAULT_HOURS, parse_hours, thin
-from monitoring.models import Alert
+from monitoring.models import Alert, QueueSample
 from queues.models import SendAttempt
 from tests.factories import (
     AlertFactory,
@@ -118,6 +118,30 @@ def test_the_dashboard_shows_charts_alerts_schedulers_and_services(staff_client,
     assert "relay-eu" in page
     assert "12 / 1000" in page
     assert "s3cr3t-pw" not in page
+
+
+def test_a_long_range_is_thinned_but_keeps_the_peak(staff_client):
+    now = timezone.now()
+    QueueSample.objects.bulk_create(
+        QueueSample(
+            taken_at=now - dt.timedelta(minutes=4 * k),
+            pending=9999 if k == 301 else 10,
+            in_flight=0,
+            ready_services=1,
+            live_schedulers=1,
+            sent_total=0,
+            failed_total=0,
+        )
+        for k in range(1000)
+    )
+
+    page = staff_client.get(URL, {"hours": "72"}).content.decode()
+
+    depth = chart(page, "queue-depth")
+    points = re.search(r'data-series="pending" points="([^"]+)"', depth).group(1).split()
+    assert len(points) == 500  # 1000 samples, two to a point
+    assert "pending: 10" in depth
+    assert ">10k</text>" in depth  # the axis still reaches the one-sample peak
 
 
 def test_the_most_severe_alerts_come_first(staff_client):
