@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.factories import (
     WorkerHeartbeatFactory,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 SCREENSHOT = Path(__file__).resolve().parent.parent / "var" / "dashboard.png"
 HOURS = 24
 SAMPLE_EVERY = dt.timedelta(minutes=5)
@@ -114,7 +115,7 @@ def points_of(page, selector: str) -> int:
 
 def test_dashboard_renders_every_chart_with_data(live_server):
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) or set CHROMIUM_PATH")
     from playwright.sync_api import sync_playwright
 
     expected = make_data(timezone.now())
