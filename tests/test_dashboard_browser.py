@@ -115,7 +115,7 @@ def points_of(page, selector: str) -> int:
 
 def test_dashboard_renders_every_chart_with_data(live_server):
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) or set CHROMIUM_PATH")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium, or set CHROMIUM_PATH")
     from playwright.sync_api import sync_playwright
 
     expected = make_data(timezone.now())
