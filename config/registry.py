@@ -260,6 +260,14 @@ _SETTINGS = [
         False,
         "E-mail active staff users (with an address) when an alert is raised or becomes more severe.",
     ),
+    Setting(
+        "alerts",
+        "notify_min_severity",
+        str,
+        "critical",
+        "The lowest alert severity that e-mails staff (when alerts.notify_staff is on).",
+        choices=("info", "warning", "critical", "emergency"),
+    ),
 ]
 
 REGISTRY: dict[tuple[str, str], Setting] = {(s.category, s.key): s for s in _SETTINGS}
