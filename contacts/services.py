@@ -20,6 +20,7 @@ from contacts.tag_manager import ContactTagManager
 EMAIL_MAX = 254
 NAME_MAX = 100
 TAG_NAME_MAX = 100
+MAX_JSON_DEPTH = 20
 
 
 def normalise_email(address: str) -> str:
@@ -28,15 +29,25 @@ def normalise_email(address: str) -> str:
     return f"{local}@{domain.lower()}" if at else address.strip()
 
 
-def contains_nul(value: Any) -> bool:
-    """Whether a JSON-like value holds a NUL character anywhere (PostgreSQL text and jsonb refuse it)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
+def json_problem(value: Any) -> str | None:
+    """Why a JSON-like value cannot be stored, or None.
+
+    PostgreSQL refuses NUL characters in text and jsonb, and a deeply nested
+    document would exhaust Python's recursion limit when it is encoded again.
+    Walked without recursion for the same reason.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"must not be nested more than {MAX_JSON_DEPTH} levels deep"
+        if isinstance(item, str) and "\x00" in item:
+            return "must not contain NUL characters"
+        if isinstance(item, dict):
+            stack.extend((part, depth + 1) for pair in item.items() for part in pair)
+        elif isinstance(item, list):
+            stack.extend((part, depth + 1) for part in item)
+    return None
 
 
 def email_errors(address: str) -> list[str]:
@@ -59,8 +70,8 @@ def _validate_contact(*, email: str, first_name: str, last_name: str, attributes
             errors[field] = [f"at most {NAME_MAX} characters"]
     if not isinstance(attributes, dict):
         errors["attributes"] = ["must be an object"]
-    elif contains_nul(attributes):
-        errors["attributes"] = ["must not contain NUL characters"]
+    elif problem := json_problem(attributes):
+        errors["attributes"] = [problem]
     return errors
 
 

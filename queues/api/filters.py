@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django_filters.fields import IsoDateTimeField
 
 from queues.models import EmailService, SubTask, Task
 
@@ -13,6 +17,21 @@ class IntegerFilter(django_filters.NumberFilter):
     """Whole numbers only (NumberFilter would take 1.5 and round it)."""
 
     field_class = forms.IntegerField
+
+
+class _UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 moment that must also exist in UTC: 9999-12-31T23:00-14:00 would overflow the query."""
+
+    def to_python(self, value):
+        try:
+            moment = super().to_python(value)
+            return moment.astimezone(dt.UTC) if moment is not None else None
+        except OverflowError:
+            raise ValidationError("Enter a date/time between the years 1 and 9999 in UTC.", code="invalid") from None
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _UTCDateTimeField
 
 
 def own_tasks(request) -> QuerySet[Task]:
@@ -28,10 +47,10 @@ class TaskFilter(django_filters.FilterSet):
     priority = IntegerFilter(**SMALLINT)
     priority_min = IntegerFilter(field_name="priority", lookup_expr="gte", **SMALLINT)
     priority_max = IntegerFilter(field_name="priority", lookup_expr="lte", **SMALLINT)
-    created_after = django_filters.IsoDateTimeFilter(
+    created_after = IsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Created at or after this moment (ISO 8601)."
     )
-    created_before = django_filters.IsoDateTimeFilter(
+    created_before = IsoDateTimeFilter(
         field_name="created_at", lookup_expr="lt", help_text="Created before this moment (ISO 8601)."
     )
 

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import Tag
-from contacts.services import EMAIL_MAX, contains_nul
+from contacts.services import EMAIL_MAX, json_problem
 from monitoring.models import TaskWaitMetric
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import MAX_BODY, MAX_SUBJECT, task_progress
@@ -102,8 +102,8 @@ class EmailServiceSerializer(serializers.ModelSerializer):
         return value
 
     def validate_backend_options(self, value: dict) -> dict:
-        if contains_nul(value):
-            raise serializers.ValidationError("must not contain NUL characters")
+        if problem := json_problem(value):
+            raise serializers.ValidationError(problem)
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +130,6 @@ class RecipientField(serializers.Field):
         "long": f"e-mail addresses have at most {EMAIL_MAX} characters",
         "names": "first_name and last_name must be strings of at most 100 characters",
         "attributes": "'attributes' must be an object",
-        "nul": "must not contain NUL characters",
     }
 
     def to_internal_value(self, data: Any) -> Any:
@@ -146,8 +145,8 @@ class RecipientField(serializers.Field):
                     self.fail("names")
             if data.get("attributes") is not None and not isinstance(data["attributes"], dict):
                 self.fail("attributes")
-        if contains_nul(data):
-            self.fail("nul")
+        if problem := json_problem(data):
+            raise serializers.ValidationError(problem)
         return data
 
     def to_representation(self, value: Any) -> Any:

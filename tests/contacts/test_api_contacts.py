@@ -11,6 +11,13 @@ from tests.api_helpers import client_for
 URL = "/api/contacts/"
 
 
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
 def test_create_normalises_the_address(user):
     response = client_for(user).post(
         URL, {"email": " Alice@Example.COM ", "first_name": "Alice", "attributes": {"company": "ACME"}}, format="json"
@@ -67,6 +74,11 @@ def test_create_refuses_an_address_already_in_the_book(contact):
             id="attributes-nul",
         ),
         pytest.param({"email": "a@b.org", "first_name": "x" * 101}, None, id="long-name"),
+        pytest.param(
+            {"email": "a@b.org", "attributes": _nested(500)},
+            {"attributes": ["must not be nested more than 20 levels deep"]},
+            id="attributes-deep",
+        ),
     ],
 )
 def test_create_rejects_bad_input_and_writes_nothing(user, body, errors):

@@ -8,6 +8,14 @@ from rest_framework.test import APIClient
 from queues.models import EmailService
 from tests.api_helpers import client_for
 
+
+def _deep(levels: int) -> list:
+    value: list = [1]
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 URL = "/api/services/"
 NEW = {
     "name": "relay-1",
@@ -109,6 +117,11 @@ def test_a_service_can_be_created_disabled(staff):
             {"backend_options": {"k": "\u0000"}},
             {"backend_options": ["must not contain NUL characters"]},
             id="options-nul",
+        ),
+        pytest.param(
+            {"backend_options": {"k": _deep(22)}},
+            {"backend_options": ["must not be nested more than 20 levels deep"]},
+            id="options-deep",
         ),
         pytest.param({"name": None}, {"name": ["This field may not be null."]}, id="null-name"),
     ],

@@ -16,6 +16,14 @@ from queues.scheduler.claim import claim_subtasks
 from queues.services import MAX_BODY, MAX_SUBJECT
 from tests.api_helpers import client_for
 
+
+def _deep(levels: int) -> list:
+    value: list = [1]
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 URL = "/api/tasks/"
 CONTENT = {"name": "Spring sale", "subject": "Hello {{ contact.first_name }}", "body_text": "Hi!"}
 ZEROS = dict.fromkeys(SubTask.Status.values, 0)
@@ -115,6 +123,11 @@ def _nothing_written() -> None:
             {"recipients": {"0": ["must not contain NUL characters"]}},
             id="nul",
         ),
+        pytest.param(
+            {"recipients": [{"email": "a@x.org", "attributes": {"k": _deep(22)}}]},
+            {"recipients": {"0": ["must not be nested more than 20 levels deep"]}},
+            id="deep-attributes",
+        ),
         pytest.param({"recipients": None}, {"recipients": ["This field may not be null."]}, id="null-list"),
         pytest.param(
             {"recipients": ["a@x.org"], "priority": 40000},
@@ -165,6 +178,11 @@ def _nothing_written() -> None:
                 ]
             },
             id="scheduled-at",
+        ),
+        pytest.param(
+            {"recipients": ["a@x.org"], "scheduled_at": "9999-12-31T23:59:59-14:00"},
+            {"scheduled_at": ["Datetime value out of range."]},
+            id="scheduled-at-overflow",
         ),
         pytest.param(
             {"recipients": ["a@x.org"], "name": "n" * 201},
@@ -269,6 +287,16 @@ def test_list_pagination(user, task_factory):
             id="priority-huge",
         ),
         pytest.param({"created_after": "yesterday"}, {"created_after": ["Enter a valid date/time."]}, id="date"),
+        pytest.param(
+            {"created_after": "9999-12-31T23:59:59-14:00"},
+            {"created_after": ["Enter a date/time between the years 1 and 9999 in UTC."]},
+            id="date-beyond-9999-in-utc",
+        ),
+        pytest.param(
+            {"created_before": "0001-01-01T00:00:00+14:00"},
+            {"created_before": ["Enter a date/time between the years 1 and 9999 in UTC."]},
+            id="date-before-year-1-in-utc",
+        ),
     ],
 )
 def test_bad_filters_are_a_400(user, params, errors):
@@ -426,3 +454,18 @@ def test_no_direct_update_or_delete(user, task_factory):
         assert response.status_code == 405
         assert "detail" in response.json()
     assert Task.objects.get(pk=task.pk).status == "pending"
+
+
+def test_token_authentication(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+
+    response = client.post(URL, {**CONTENT, "recipients": ["a@x.org"]}, format="json")
+
+    assert response.status_code == 201
+    assert Task.objects.get().owner == user
+    assert APIClient().post(URL, {**CONTENT, "recipients": ["a@x.org"]}, format="json").status_code == 401
+    assert Task.objects.count() == 1
