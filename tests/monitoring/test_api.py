@@ -28,7 +28,8 @@ def frozen():
 # --- health -------------------------------------------------------------------
 
 
-def test_healthy_with_a_live_scheduler_and_staff_see_every_check(frozen, api, staff, heartbeat_factory):
+def test_healthy_with_a_live_scheduler_and_staff_see_every_check(frozen, api, staff, heartbeat_factory, settings):
+    settings.CELERY_BROKER_URL = None
     heartbeat_factory(worker_id="w1", last_seen_at=frozen - dt.timedelta(seconds=3))
 
     response = api.as_user(staff).get(HEALTH)
@@ -49,7 +50,18 @@ def test_healthy_with_a_live_scheduler_and_staff_see_every_check(frozen, api, st
     }
     assert checks["schedulers"] == {"status": "ok", "live": 1, "workers": ["w1"]}
     assert checks["database"]["status"] == "ok"
-    assert checks["broker"]["status"] == "skipped"  # no CELERY_BROKER_URL in the tests
+    assert checks["broker"]["status"] == "skipped"  # no CELERY_BROKER_URL
+
+
+def test_an_unreachable_broker_degrades_health(frozen, api, staff, heartbeat_factory, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    heartbeat_factory(worker_id="w1", last_seen_at=frozen - dt.timedelta(seconds=3))
+
+    body = api.as_user(staff).get(HEALTH).json()
+
+    assert body["status"] == "degraded"
+    assert body["checks"]["broker"]["status"] == "degraded"
+    assert body["checks"]["broker"]["message"].startswith("broker unavailable")
 
 
 @pytest.mark.parametrize(
