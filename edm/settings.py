@@ -169,6 +169,13 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
+    # JSON bodies are size-limited and depth-checked (DRF reads them from the
+    # stream, past DATA_UPLOAD_MAX_MEMORY_SIZE); forms for the browsable API.
+    "DEFAULT_PARSER_CLASSES": [
+        "edm.api.parsers.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "edm.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [

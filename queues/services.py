@@ -29,6 +29,8 @@ from queues.templates import TemplateError, compile_template
 
 BATCH = 2000
 MAX_SUBJECT = 998
+MAX_NAME = 200  # Task.name
+MAX_EMAIL = 254
 MAX_BODY = 1_000_000  # characters, per body
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
 # Parked subtasks keep their task open until an operator decides.
@@ -87,8 +89,13 @@ def parse_recipients(raw: Iterable[Any]) -> list[Recipient]:
         email = normalise_email(item["email"])
         try:
             validate_email(email)
+            if len(email) > MAX_EMAIL:  # RFC 5321's path limit; the columns hold no more
+                raise ValidationError("too long")
         except ValidationError:
-            errors.append(f"item {index}: {item['email']!r} is not a valid e-mail address")
+            errors.append(f"item {index}: {item['email'][:100]!r} is not a valid e-mail address")
+            continue
+        if _has_nul(item):
+            errors.append(f"item {index}: contains a NUL character")
             continue
         attributes = item.get("attributes")
         if attributes is not None and not isinstance(attributes, dict):
@@ -110,10 +117,32 @@ def parse_recipients(raw: Iterable[Any]) -> list[Recipient]:
     return list(recipients.values())
 
 
+def _has_nul(value: Any) -> bool:
+    """True if a NUL character hides anywhere in a recipient (PostgreSQL text refuses it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _validate_content(*, name: str, subject: str, body_text: str, body_html: str, from_name: str) -> None:
     errors: dict[str, list[str]] = {}
     if not name.strip():
         errors["name"] = ["must not be empty"]
+    elif len(name) > MAX_NAME:
+        errors["name"] = [f"at most {MAX_NAME} characters"]
+    for field, value in (
+        ("name", name),
+        ("subject", subject),
+        ("body_text", body_text),
+        ("body_html", body_html),
+        ("from_name", from_name),
+    ):
+        if "\x00" in value:
+            errors.setdefault(field, []).append("must not contain a NUL character")
     if len(from_name) > 100 or "\n" in from_name or "\r" in from_name:
         errors["from_name"] = ["must be one line of at most 100 characters"]
     if not subject.strip():

@@ -95,6 +95,17 @@ def test_a_scheduled_task_enters_the_queue_at_its_time(user):
         pytest.param({"recipients": ["a@b.org"], "priority": 10**6}, "priority", "between", id="priority"),
         pytest.param({"recipients": ["a@b.org"], "reply_to": "nope"}, "reply_to", "not a valid", id="reply-to"),
         pytest.param({"recipients": ["a@b.org"], "from_name": "x\r\nBcc: y"}, "from_name", "one line", id="from-name"),
+        pytest.param(
+            {"recipients": [f"{'a' * 64}@{'b' * 63}.{'c' * 63}.{'d' * 63}.org"]},
+            "recipients",
+            "is not a valid e-mail address",
+            id="email-over-254",
+        ),
+        pytest.param(
+            {"recipients": [{"email": "a@b.org", "first_name": "A\x00"}]}, "recipients", "NUL", id="nul-in-recipient"
+        ),
+        pytest.param({"recipients": ["a@b.org"], "name": "n" * 201}, "name", "at most 200", id="long-name"),
+        pytest.param({"recipients": ["a@b.org"], "subject": "Hi\x00"}, "subject", "NUL", id="nul-in-subject"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_named_and_nothing_is_written(user, kwargs, field, message):
