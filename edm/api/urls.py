@@ -2,12 +2,14 @@
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.authtoken.views import ObtainAuthToken
 
 urlpatterns = [
     path("", include("queues.api.urls")),
     path("", include("contacts.api.urls")),
     path("", include("config.api.urls")),
     path("", include("monitoring.api.urls")),
+    path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
