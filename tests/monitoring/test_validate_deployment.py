@@ -8,11 +8,14 @@ then run the command as an operator would, as a subprocess.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -28,6 +31,7 @@ from monitoring.services.validation import (
     VALIDATOR_USERNAME,
     Endpoint,
     check_end_to_end,
+    check_health,
     check_monitoring,
     health_result,
     metrics_verdict,
@@ -55,6 +59,11 @@ DEGRADED_CHECKS = HEALTHY_CHECKS | {
     "schedulers": {"status": "degraded", "live": 0, "workers": [], "message": "no scheduler process is alive"},
     "open_alerts": {"status": "degraded", "info": 0, "warning": 0, "critical": 0, "emergency": 1},
 }
+DEGRADED_CHECKS_LINES = (
+    "schedulers: degraded - no scheduler process is alive (live=0, workers=[])",
+    "open_alerts: degraded (info=0, warning=0, critical=0, emergency=1)",
+)
+HEALTH_PATH = "/api/monitoring/system-health"
 
 METRICS_UP = """\
 # TYPE edm_queue_subtasks gauge
@@ -119,10 +128,7 @@ def test_degraded_lists_the_failing_checks(allow_degraded, status, summary_end):
     assert result.status == status
     assert result.summary.startswith("degraded (HTTP 200, live schedulers 0")
     assert result.summary.endswith(summary_end)
-    assert result.details == (
-        "schedulers: degraded - no scheduler process is alive (live=0, workers=[])",
-        "open_alerts: degraded (info=0, warning=0, critical=0, emergency=1)",
-    )
+    assert result.details == DEGRADED_CHECKS_LINES
 
 
 def test_unhealthy_fails_even_when_degraded_is_allowed():
@@ -188,6 +194,67 @@ def test_monitoring_judges_the_latest_queue_sample(age, sample_line):
     assert sample_line in [*result.summary.split("; "), *result.details]
 
 
+class CannedHandler(BaseHTTPRequestHandler):
+    """Answers each path with the (status, JSON body) set on the server; records the Authorization headers."""
+
+    def do_GET(self) -> None:
+        status, body = self.server.answers[self.path]
+        self.server.authorizations.append(self.headers.get("Authorization"))
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def canned_web():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CannedHandler)
+    server.answers, server.authorizations = {}, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_health_over_http_sends_the_token_and_lists_the_web_process_checks(canned_web):
+    canned_web.answers[HEALTH_PATH] = (200, {"status": "degraded", "checks": DEGRADED_CHECKS})
+    endpoint = Endpoint(f"http://127.0.0.1:{canned_web.server_port}", token="tok-123")
+
+    result = check_health(endpoint)
+
+    assert result.status == FAIL
+    assert result.details == DEGRADED_CHECKS_LINES
+    assert canned_web.authorizations == ["Token tok-123"]
+
+
+def test_health_without_a_staff_token_computes_the_reasons_here(canned_web, db):
+    canned_web.answers[HEALTH_PATH] = (200, {"status": "degraded"})
+
+    result = check_health(Endpoint(f"http://127.0.0.1:{canned_web.server_port}"))
+
+    assert result.status == FAIL
+    assert result.summary.startswith("degraded (HTTP 200, live schedulers 0, ready services 0, due subtasks 0")
+    assert result.details == (
+        "schedulers: degraded - no scheduler process is alive (live=0, workers=[])",
+        "checks computed by this command: give a staff --token for the web process's own",
+    )
+    assert canned_web.authorizations == [None]
+
+
+def test_a_refused_token_fails_health(canned_web):
+    canned_web.answers[HEALTH_PATH] = (401, {"detail": "Invalid token."})
+
+    result = check_health(Endpoint(f"http://127.0.0.1:{canned_web.server_port}", token="stale"))
+
+    assert (result.status, result.summary) == (FAIL, f"{HEALTH_PATH} refused the token (HTTP 401)")
+
+
 def test_endpoint_never_shows_credentials():
     assert Endpoint("https://ops:s3cret@edm.example:8443/").display == "https://edm.example:8443/"
 
@@ -241,22 +308,48 @@ def test_end_to_end_passes_with_the_first_send_time(smtp_sink, email_service_fac
     assert [r.recipient for r in smtp_sink.snapshot()] == [RECIPIENT]
 
 
+def test_throughput_at_or_above_the_floor_passes(db):
+    result = throughput_result([], {"completed": 20}, count=20, elapsed=2.0, created_in=0.5, timeout=60, min_rate=5)
+    assert (result.status, result.summary, result.details) == (
+        PASS,
+        "20/20 tasks completed in 2.00 s = 10.0 tasks/s (floor 5; created in 0.50 s)",
+        (),
+    )
+
+
 @pytest.mark.parametrize(
-    ("completed", "elapsed", "status", "summary"),
+    ("rates", "ceiling"),
     [
-        pytest.param(
-            20, 2.0, PASS, "20/20 tasks completed in 2.00 s = 10.0 tasks/s (floor 5; created in 0.50 s)", id="fast"
-        ),
-        pytest.param(
-            20, 8.0, FAIL, "20/20 tasks completed in 8.00 s = 2.5 tasks/s (floor 5; created in 0.50 s)", id="slow"
-        ),
+        pytest.param([0.5, 1.0], "2 enabled service(s) allow at most 3.0 mails/s by their sending rates", id="rated"),
+        pytest.param([None], "1 enabled service(s) allow at most 1.0 mails/s by their sending rates", id="default"),
+        pytest.param([2.0, 0.0], "2 enabled service(s), at least one without a sending rate limit", id="unlimited"),
     ],
 )
-def test_throughput_against_the_floor(db, completed, elapsed, status, summary):
-    result = throughput_result(
-        [], {"completed": completed}, count=20, elapsed=elapsed, created_in=0.5, timeout=60, min_rate=5
+def test_throughput_below_the_floor_fails_with_what_the_rates_allow(email_service_factory, rates, ceiling):
+    for rate in rates:
+        email_service_factory(sending_rate=rate)
+    email_service_factory(sending_rate=0.01, is_enabled=False)
+
+    result = throughput_result([], {"completed": 20}, count=20, elapsed=8.0, created_in=0.5, timeout=60, min_rate=5)
+
+    assert (result.status, result.summary, result.details) == (
+        FAIL,
+        "20/20 tasks completed in 8.00 s = 2.5 tasks/s (floor 5; created in 0.50 s)",
+        (ceiling,),
     )
-    assert (result.status, result.summary, result.details) == (status, summary, ())
+
+
+def test_throughput_tasks_left_unfinished_are_cancelled(email_service):
+    tasks = [probe_create(recipient=RECIPIENT, label=f"throughput {i}/2") for i in (1, 2)]
+
+    result = throughput_result(tasks, {"pending": 2}, count=2, elapsed=3.0, created_in=0.1, timeout=3, min_rate=5)
+
+    assert (result.status, result.summary, result.details) == (
+        FAIL,
+        "0/2 tasks completed in 3.00 s = 0.0 tasks/s (floor 5; created in 0.10 s)",
+        ("not all finished within 3 s", "pending: 2", "2 unfinished validation task(s) cancelled (kept as history)"),
+    )
+    assert Counter(Task.objects.values_list("status", flat=True)) == {"cancelled": 2}
 
 
 @pytest.mark.parametrize(
