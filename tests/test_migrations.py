@@ -11,6 +11,8 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
+from queues.services import message_id_for
+
 V1 = [
     ("accounts", "0001_initial"),
     ("contacts", "0001_v1_baseline"),
@@ -169,6 +171,9 @@ def check_v2(apps, ids: dict, now: dt.datetime, *, expired_next: dt.datetime | N
 
     orphan = SubTask.objects.get(pk=ids["orphan"])
     assert (orphan.status, orphan.service_id) == ("pending", None)
+    # V1 rows get the Message-ID V2 would have given them.
+    message_ids = dict(SubTask.objects.values_list("pk", "message_id"))
+    assert message_ids == {pk: message_id_for(pk) for pk in (ids["sent"], ids["orphan"], ids["pending"])}
     assert set(SubTask.objects.values_list("owner__username", flat=True)) == {"bob"}
     assert SubTask.objects.get(pk=ids["sent"]).service_id == ids["open"]
 
