@@ -45,6 +45,11 @@ from tests.faults.harness import (
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
+# The schedulers run the recovery sweeps themselves, whether or not a Celery
+# broker is configured (with one, production leaves them to Celery beat and a
+# worker, which these scenarios do not start).
+SELF_CONTAINED = ("--maintenance", "on")
+
 
 def in_flight_of(worker_id: str) -> int:
     return SubTask.objects.filter(status__in=SubTask.CLAIMED, claimed_by=worker_id).count()
@@ -57,7 +62,7 @@ def test_kill_9_a_random_scheduler_every_few_seconds(smtp_sink, email_service_fa
     queue_mail(user_factory, total, users=50)
     smtp_sink.latency = 0.005
     for _ in range(3):
-        schedulers.start_one("--concurrency", "3")
+        schedulers.start_one(*SELF_CONTAINED, "--concurrency", "3")
 
     rng = random.Random(11)
     kills, in_flight_at_kills, recover_times, last_kill = 0, 0, [], 0.0
@@ -76,7 +81,7 @@ def test_kill_9_a_random_scheduler_every_few_seconds(smtp_sink, email_service_fa
             victim.wait()
             waiting[victim.worker_id] = last_kill = time.monotonic()
             kills += 1
-            schedulers.start_one("--concurrency", "3")
+            schedulers.start_one(*SELF_CONTAINED, "--concurrency", "3")
     assert kills == 10, f"the queue drained after {kills} kills; make it bigger"
     wait_for(all_terminal, timeout=120, what="every subtask terminal")
     wait_for(lambda: not waiting or all(in_flight_of(w) == 0 for w in waiting), timeout=60, what="recovery")
@@ -114,7 +119,7 @@ def test_a_kill_after_the_claim_before_smtp_sends_once_through_another_worker(
     try:
         (service,) = make_services(email_service_factory, tarpit.port, 1, timeout=30.0, sending_rate=0)
         task = task_create(owner=user, name="one", subject="s", body_text="b", recipients=["only@example.org"])
-        victim = schedulers.start_one("--concurrency", "1", worker_id="victim")
+        victim = schedulers.start_one(*SELF_CONTAINED, "--concurrency", "1", worker_id="victim")
         wait_for(lambda: tarpit.held and in_flight_of("victim") == 1, timeout=30, what="a claim stuck before SMTP")
         assert SubTask.objects.get().status == "processing"  # claimed; the server never even said hello
         victim.send_signal(signal.SIGKILL)
@@ -122,8 +127,8 @@ def test_a_kill_after_the_claim_before_smtp_sends_once_through_another_worker(
         killed_at = time.monotonic()
         service.port = smtp_sink.port  # the service is fine again
         service.save()
-        schedulers.start_one("--concurrency", "1", worker_id="rescuer-1")
-        schedulers.start_one("--concurrency", "1", worker_id="rescuer-2")
+        schedulers.start_one(*SELF_CONTAINED, "--concurrency", "1", worker_id="rescuer-1")
+        schedulers.start_one(*SELF_CONTAINED, "--concurrency", "1", worker_id="rescuer-2")
         took = wait_for(lambda: SubTask.objects.get().status == "sent", timeout=60, what="the mail sent")
     finally:
         tarpit.close()
@@ -205,7 +210,7 @@ def test_a_postgresql_restart_mid_run(smtp_sink, email_service_factory, user_fac
     services = make_services(email_service_factory, smtp_sink.port, 5)
     queue_mail(user_factory, total, users=20)
     smtp_sink.latency = 0.005
-    schedulers.start(3, "--concurrency", "2", "--until-empty")
+    schedulers.start(3, *SELF_CONTAINED, "--concurrency", "2", "--until-empty")
     wait_for(lambda: smtp_sink.count() >= total // 5, timeout=120, what="a fifth sent")
 
     in_flight = SubTask.objects.filter(status__in=SubTask.CLAIMED).count()
@@ -243,7 +248,7 @@ def test_the_smtp_server_down_for_20_seconds(smtp_sink, email_service_factory, u
     services = make_services(email_service_factory, smtp_sink.port, 3)
     queue_mail(user_factory, total, users=10)
     smtp_sink.latency = 0.01
-    schedulers.start(3, "--concurrency", "2", "--until-empty")
+    schedulers.start(3, *SELF_CONTAINED, "--concurrency", "2", "--until-empty")
     wait_for(lambda: smtp_sink.count() >= total // 4, timeout=120, what="a quarter sent")
 
     smtp_sink.stop()  # down, open sessions cut
@@ -290,7 +295,7 @@ def test_a_slow_smtp_server_never_gets_two_concurrent_sends_of_one_subtask(
     total = size(300, 3_000)
     services = make_services(email_service_factory, smtp_sink.port, 2, timeout=1.0)
     queue_mail(user_factory, total, users=5)
-    schedulers.start(3, "--concurrency", "2", "--until-empty")
+    schedulers.start(3, *SELF_CONTAINED, "--concurrency", "2", "--until-empty")
     wait_for(lambda: smtp_sink.count() >= 20, timeout=60, what="first sends")
 
     smtp_sink.latency = 2.5  # the final reply comes after the client's 1 s timeout
