@@ -56,7 +56,7 @@ def main() -> None:
 
     redis.Redis.from_url(redis_url).flushdb()
     call_command("setup_periodic_tasks", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    sink = SmtpSink().start()
+    sink = SmtpSink(latency=args.latency_ms / 1000).start()
     staff_token, user_tokens = _accounts(args.users)
     connection.close()
 
@@ -107,6 +107,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--processes", type=int, default=3, help="run_scheduler processes")
     parser.add_argument("--concurrency", type=int, default=8, help="sends in flight per scheduler")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="the SMTP server's delay before each reply")
     parser.add_argument("--sending-rate", type=float, default=0.05, help="seconds between sends of one service")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--api-clients", type=int, default=4, help="concurrent API clients creating tasks")
@@ -301,7 +302,8 @@ def _report(args, services, records, created, creation_seconds, done_at, peaks) 
         f"{total} subtasks from {args.users} users (one task each, created through the REST API) through "
         f"{args.services} services (sending_rate {args.sending_rate:g} s; daily quota {LARGE_QUOTA}, "
         f"every {SMALL_QUOTA_EVERY}th {SMALL_QUOTA}); {args.processes} scheduler process(es) x concurrency "
-        f"{args.concurrency}; gunicorn {args.web_workers} workers; Celery worker + beat; aiosmtpd server"
+        f"{args.concurrency}; gunicorn {args.web_workers} workers; Celery worker + beat; aiosmtpd server, "
+        f"reply latency {args.latency_ms:g} ms"
     )
     print(
         f"task creation over HTTP: {len(created)} tasks in {creation_seconds:.1f} s "
