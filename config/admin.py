@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from config.models import ConfigChange, ConfigItem
 from config.registry import REGISTRY, ConfigValidationError
 from config.services import ConfigManagerService
+from edm.admin_readonly import ReadOnlyAdmin
 
 SOURCE = ConfigChange.Source.ADMIN
 
@@ -112,18 +113,9 @@ class ConfigItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConfigChange)
-class ConfigChangeAdmin(admin.ModelAdmin):
+class ConfigChangeAdmin(ReadOnlyAdmin):
     list_display = ("changed_at", "category", "key", "old_value", "new_value", "changed_by", "source")
     list_filter = ("category", "source", "changed_at")
     search_fields = ("category", "key", "changed_by__username")
     list_select_related = ("changed_by",)
     date_hierarchy = "changed_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: ConfigChange | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: ConfigChange | None = None) -> bool:
-        return False

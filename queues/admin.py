@@ -71,7 +71,10 @@ class EmailServiceAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_enabled", "transport", "security")
     search_fields = ("name", "host", "from_email", "username")
+    # Written by the scheduler as it sends (the quota through the "Reset quota" action).
     readonly_fields = (
+        "used_quota",
+        "quota_date",
         "last_sent_at",
         "next_available_at",
         "total_sent",
@@ -85,10 +88,21 @@ class EmailServiceAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "from_email", "is_enabled")}),
         ("Transport", {"fields": ("transport", "host", "port", "security", "timeout", "username", "password")}),
         ("E-mail backend", {"fields": ("backend_path", "backend_options"), "classes": ("collapse",)}),
-        ("Limits", {"fields": ("sending_rate", "daily_quota", "used_quota", "quota_date")}),
+        ("Limits", {"fields": ("sending_rate", "daily_quota")}),
         ("Statistics", {"fields": readonly_fields}),
     )
     actions = ("enable_services", "disable_services", "reset_quota")
+
+    def save_model(self, request: HttpRequest, obj: EmailService, form, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only what the operator changed: a full save would put back the
+        # counters and next_available_at as they were when the form was read,
+        # over what the scheduler has written since (and break the rate).
+        fields = [name for name in form.changed_data if name in form._meta.model._meta._forward_fields_map]
+        if fields:
+            obj.save(update_fields=[*fields, "updated_at"])
 
     @admin.action(description="Enable selected services", permissions=["change"])
     def enable_services(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from queues.models import EmailService
 from tests.factories import AlertFactory, SendAttemptFactory, WorkerHeartbeatFactory
@@ -85,6 +88,47 @@ def test_service_secrets_are_write_only_in_the_admin(admin_client_logged_in, ema
 
     admin_client_logged_in.post(url, {**form, "password": "new-pw"})
     assert EmailService.objects.get(pk=service.pk).password == "new-pw"
+
+
+def test_saving_a_service_keeps_what_the_scheduler_wrote_meanwhile(
+    admin_client_logged_in, email_service_factory, monkeypatch
+):
+    from queues.admin import EmailServiceForm
+
+    service = email_service_factory(sending_rate=2.0, daily_quota=100)
+    url = reverse("admin:queues_emailservice_change", args=[service.pk])
+    later = timezone.now() + dt.timedelta(seconds=30)
+    clean = EmailServiceForm.clean
+
+    def scheduler_writes_during_the_request(form):
+        # After the admin read the row, before it saves: a claim and a recorded send.
+        EmailService.objects.filter(pk=service.pk).update(
+            used_quota=42, total_sent=40, next_available_at=later, quota_date=later.date()
+        )
+        return clean(form)
+
+    monkeypatch.setattr(EmailServiceForm, "clean", scheduler_writes_during_the_request)
+    form = {
+        "name": service.name,
+        "from_email": service.from_email,
+        "is_enabled": "on",
+        "transport": "smtp",
+        "host": service.host,
+        "port": str(service.port),
+        "security": service.security,
+        "timeout": str(service.timeout),
+        "username": "",
+        "password": "",
+        "backend_path": "",
+        "backend_options": "",
+        "sending_rate": "3.0",
+        "daily_quota": "100",
+    }
+    response = admin_client_logged_in.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    service.refresh_from_db()
+    assert service.sending_rate == 3.0
+    assert (service.used_quota, service.total_sent, service.next_available_at) == (42, 40, later)
 
 
 @pytest.mark.parametrize("model", ["monitoring.workerheartbeat", "queues.sendattempt", "monitoring.alert"])
