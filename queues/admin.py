@@ -147,9 +147,21 @@ class TaskAdmin(admin.ModelAdmin):
     search_fields = ("name", "subject", "owner__username", "id")
     list_select_related = ("owner",)
     raw_id_fields = ("owner", "tag")
-    readonly_fields = ("created_at", "updated_at", "completed_at")
+    # The status moves through the actions (and the scheduler), never by hand.
+    readonly_fields = ("owner", "tag", "status", "created_at", "updated_at", "completed_at")
     date_hierarchy = "created_at"
     actions = ("pause_tasks", "resume_tasks", "cancel_tasks", "retry_failed_subtasks")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A task is created with its recipients (task_create: subtasks, rotation,
+        # wait metric), which the API does; an empty admin form cannot.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Task, form, change: bool) -> None:
+        # Only the edited content: status and timestamps are the scheduler's.
+        fields = [name for name in form.changed_data if name in form._meta.model._meta._forward_fields_map]
+        if fields:
+            obj.save(update_fields=[*fields, "updated_at"])
 
     @admin.action(description="Pause selected tasks", permissions=["change"])
     def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
@@ -217,7 +229,9 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(SubTask)
-class SubTaskAdmin(admin.ModelAdmin):
+class SubTaskAdmin(ReadOnlyAdmin):
+    """Subtasks change through the scheduler and the task actions (retry failed, cancel), not by hand."""
+
     list_display = ("recipient_email", "task", "status", "service", "attempts", "sent_at", "updated_at")
     list_filter = ("status", "service")
     search_fields = ("recipient_email", "message_id", "=task__id")

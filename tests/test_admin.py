@@ -157,3 +157,35 @@ def test_service_list_never_shows_the_password(admin_client_logged_in, email_ser
 
     assert "relay-1" in page
     assert "s3cr3t-pw" not in page
+
+
+def test_tasks_are_not_added_nor_their_status_set_by_hand(admin_client_logged_in, task_factory, monkeypatch):
+    from django.contrib.admin.sites import site
+
+    from queues.models import Task
+
+    task = task_factory(status=Task.Status.PENDING, name="spring")
+    assert admin_client_logged_in.get(reverse("admin:queues_task_add")).status_code == 403
+    url = reverse("admin:queues_task_change", args=[task.pk])
+    form_class = site._registry[Task].get_form(None, task)
+    assert "status" not in form_class.base_fields
+    clean = form_class.clean
+
+    def scheduler_starts_sending(form):
+        Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
+        return clean(form)
+
+    monkeypatch.setattr(form_class, "clean", scheduler_starts_sending)
+    monkeypatch.setattr(site._registry[Task], "get_form", lambda *args, **kwargs: form_class)
+    data = {f: getattr(task, f) for f in ("subject", "body_text", "body_html", "from_name", "reply_to", "priority")}
+    response = admin_client_logged_in.post(url, {**data, "name": "summer", "body_html": data["body_html"] or ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    task.refresh_from_db()
+    assert (task.name, task.status) == ("summer", Task.Status.SENDING)
+
+
+def test_subtasks_are_read_only_in_the_admin(admin_client_logged_in, subtask_factory):
+    subtask = subtask_factory()
+    assert admin_client_logged_in.get(reverse("admin:queues_subtask_add")).status_code == 403
+    page = admin_client_logged_in.get(reverse("admin:queues_subtask_change", args=[subtask.pk])).content.decode()
+    assert 'name="_save"' not in page
