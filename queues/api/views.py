@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, ProtectedError
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
@@ -47,6 +48,23 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
     filterset_class = EmailServiceFilter
     ordering_fields = ["name", "created_at", "daily_quota", "used_quota", "next_available_at", "total_sent"]
     ordering = ["name"]
+
+    def perform_create(self, serializer: serializers.EmailServiceSerializer) -> None:
+        self._save_unique(serializer)
+
+    def perform_update(self, serializer: serializers.EmailServiceSerializer) -> None:
+        self._save_unique(serializer)
+
+    @staticmethod
+    def _save_unique(serializer: serializers.EmailServiceSerializer) -> None:
+        # The serializer checks the name first; two requests with one new name
+        # can still both pass that check, and the database's unique index decides.
+        try:
+            with transaction.atomic():
+                serializer.save()
+        except IntegrityError:
+            name = serializer.validated_data.get("name")
+            raise exceptions.ValidationError({"name": [f"a service named {name!r} already exists"]}) from None
 
     def perform_destroy(self, instance: EmailService) -> None:
         try:

@@ -144,6 +144,20 @@ def test_duplicate_name_is_a_400(staff, email_service_factory):
     assert EmailService.objects.count() == 1
 
 
+def test_a_name_taken_between_the_check_and_the_insert_is_a_400(staff, email_service_factory, monkeypatch):
+    from rest_framework.validators import UniqueValidator
+
+    email_service_factory(name="relay-1")
+    # Another request inserted the name after this one's uniqueness check.
+    monkeypatch.setattr(UniqueValidator, "__call__", lambda self, value, field: None)
+
+    response = staff.post(URL, NEW, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"name": ["a service named 'relay-1' already exists"]}
+    assert EmailService.objects.count() == 1
+
+
 def test_actions(staff, email_service_factory):
     service = email_service_factory(
         is_enabled=False, used_quota=40, backoff_level=2, backoff_until=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
