@@ -19,6 +19,7 @@ from config.api.serializers import ConfigChangeSerializer, SettingSerializer, Se
 from config.models import ConfigChange, ConfigItem
 from config.registry import CATEGORIES, REGISTRY, Setting
 from config.services import ConfigManagerService, describe_setting
+from edm.api.filters import IsoDateTimeFilter
 
 SOURCE = ConfigChange.Source.API
 
@@ -82,8 +83,8 @@ class SettingDetailView(APIView):
 
 
 class ConfigChangeFilter(filters.FilterSet):
-    changed_after = filters.IsoDateTimeFilter(field_name="changed_at", lookup_expr="gte")
-    changed_before = filters.IsoDateTimeFilter(field_name="changed_at", lookup_expr="lt")
+    changed_after = IsoDateTimeFilter(field_name="changed_at", lookup_expr="gte")
+    changed_before = IsoDateTimeFilter(field_name="changed_at", lookup_expr="lt")
 
     class Meta:
         model = ConfigChange

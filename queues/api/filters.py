@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import datetime as dt
-
 import django_filters
 from django import forms
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django_filters.fields import IsoDateTimeField
 
+from edm.api.filters import IsoDateTimeFilter
 from queues.models import EmailService, SubTask, Task
 
 SMALLINT = {"min_value": -32768, "max_value": 32767}
@@ -17,21 +14,6 @@ class IntegerFilter(django_filters.NumberFilter):
     """Whole numbers only (NumberFilter would take 1.5 and round it)."""
 
     field_class = forms.IntegerField
-
-
-class _UTCDateTimeField(IsoDateTimeField):
-    """An ISO 8601 moment that must also exist in UTC: 9999-12-31T23:00-14:00 would overflow the query."""
-
-    def to_python(self, value):
-        try:
-            moment = super().to_python(value)
-            return moment.astimezone(dt.UTC) if moment is not None else None
-        except OverflowError:
-            raise ValidationError("Enter a date/time between the years 1 and 9999 in UTC.", code="invalid") from None
-
-
-class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
-    field_class = _UTCDateTimeField
 
 
 def own_tasks(request) -> QuerySet[Task]:

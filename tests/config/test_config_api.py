@@ -78,3 +78,17 @@ def test_config_is_staff_only(user):
     assert api.get("/api/config/").status_code == 403
     assert api.put("/api/config/queue/max_retries/", {"value": 1}, format="json").status_code == 403
     assert not ConfigItem.objects.exists()
+
+
+def test_change_history_dates_beyond_postgresql_offsets_or_utc_are_handled(staff_api):
+    staff_api.put("/api/config/queue/max_retries/", {"value": 3}, format="json")
+
+    # Python takes a +17:43 offset, PostgreSQL does not: the moment goes to the query in UTC.
+    early = staff_api.get("/api/config/changes/", {"changed_before": "0257-10-07T06:44:36+17:43"})
+    assert (early.status_code, early.json()["count"]) == (200, 0)
+    late = staff_api.get("/api/config/changes/", {"changed_after": "2000-01-01T00:00:00+17:43"})
+    assert (late.status_code, late.json()["count"]) == (200, 1)
+
+    overflow = staff_api.get("/api/config/changes/", {"changed_before": "9999-12-31T23:00:00-14:00"})
+    assert overflow.status_code == 400
+    assert "between the years 1 and 9999" in overflow.json()["detail"]
