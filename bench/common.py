@@ -81,3 +81,14 @@ def summary(samples: list[float]) -> str:
         f"p50 {percentile(samples, 50):.3f} ms  p99 {percentile(samples, 99):.3f} ms  "
         f"mean {statistics.fmean(samples):.3f} ms  (n={len(samples)})"
     )
+
+
+def proc_status_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of a running process from /proc (VmRSS now, VmHWM its peak), in MB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, percentile, setup_django
+from common import ROOT, percentile, proc_status_mb, setup_django
 
 
 def main() -> None:
@@ -115,7 +115,7 @@ def main() -> None:
         for p in procs:
             if p.pid in cpu:
                 continue
-            rss[p.pid].append(_rss_mb(p.pid))
+            rss[p.pid].append(proc_status_mb(p.pid))
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 p.returncode = os.waitstatus_to_exitcode(status)
@@ -173,16 +173,6 @@ def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a running process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return 0.0
-    return 0.0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, percentile, setup_django
+from common import ROOT, percentile, proc_status_mb, setup_django
 
 # A tenth of the services get a small daily quota, so that the quota limit is
 # really reached during the run (and must hold).
@@ -179,7 +179,7 @@ class Processes:
         peaks = {}
         for name, proc in self.procs.items():
             pids = [proc.pid, *_children(proc.pid)]
-            peaks[name] = max((_vm_hwm_mb(pid) for pid in pids), default=0.0)
+            peaks[name] = max((proc_status_mb(pid, "VmHWM") for pid in pids), default=0.0)
         return peaks
 
     def stop(self) -> None:
@@ -200,16 +200,6 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-
-
-def _vm_hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _create_services(web: str, staff_token: str, port: int, args) -> list[dict]:

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 
 from edm.admin_actions import Result, apply_to_each
 from edm.admin_readonly import ReadOnlyAdmin, all_fields
+from edm.admin_saving import SaveChangedFieldsAdmin
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import (
     RUNNABLE,
@@ -54,7 +55,7 @@ class EmailServiceForm(forms.ModelForm):
 
 
 @admin.register(EmailService)
-class EmailServiceAdmin(admin.ModelAdmin):
+class EmailServiceAdmin(SaveChangedFieldsAdmin):
     form = EmailServiceForm
     list_display = (
         "name",
@@ -93,17 +94,6 @@ class EmailServiceAdmin(admin.ModelAdmin):
     )
     actions = ("enable_services", "disable_services", "reset_quota")
 
-    def save_model(self, request: HttpRequest, obj: EmailService, form, change: bool) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Only what the operator changed: a full save would put back the
-        # counters and next_available_at as they were when the form was read,
-        # over what the scheduler has written since (and break the rate).
-        fields = [name for name in form.changed_data if name in form._meta.model._meta._forward_fields_map]
-        if fields:
-            obj.save(update_fields=[*fields, "updated_at"])
-
     @admin.action(description="Enable selected services", permissions=["change"])
     def enable_services(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:
         self._set_enabled(request, queryset, enabled=True)
@@ -141,7 +131,7 @@ class EmailServiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(SaveChangedFieldsAdmin):
     list_display = ("name", "owner", "status", "priority", "scheduled_at", "created_at", "completed_at")
     list_filter = ("status", "priority", "created_at")
     search_fields = ("name", "subject", "owner__username", "id")
@@ -156,12 +146,6 @@ class TaskAdmin(admin.ModelAdmin):
         # A task is created with its recipients (task_create: subtasks, rotation,
         # wait metric), which the API does; an empty admin form cannot.
         return False
-
-    def save_model(self, request: HttpRequest, obj: Task, form, change: bool) -> None:
-        # Only the edited content: status and timestamps are the scheduler's.
-        fields = [name for name in form.changed_data if name in form._meta.model._meta._forward_fields_map]
-        if fields:
-            obj.save(update_fields=[*fields, "updated_at"])
 
     @admin.action(description="Pause selected tasks", permissions=["change"])
     def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
