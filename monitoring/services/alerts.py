@@ -34,12 +34,15 @@ class AlertManagerService:
                 alert = open_alerts.get()
                 lower = _SEVERITY_ORDER[: _SEVERITY_ORDER.index(severity)]
                 # Compare-and-set: of two processes escalating at once, one notifies.
-                if alert.severity in lower and open_alerts.filter(severity__in=lower).update(severity=severity):
+                # Worse than what was acknowledged: it needs someone's attention again.
+                if alert.severity in lower and open_alerts.filter(severity__in=lower).update(
+                    severity=severity, status=Alert.Status.OPEN, acknowledged_at=None, acknowledged_by=None
+                ):
                     logger.warning(
                         "alert escalated",
                         extra={"alert_type": alert_type, "subject": subject, "from": alert.severity, "to": severity},
                     )
-                    alert.severity = severity
+                    alert.refresh_from_db()
                     _notify_after_commit(alert, f"its severity rose to {severity}")
                 return alert
             try:

@@ -8,8 +8,8 @@ Overall status:
   would not help with a task waiting too long;
 - ``degraded`` when the system works but something needs an operator: no
   live scheduler, no ready service while work is due, the cache or broker
-  down, the oldest waiting task past alerts.critical_seconds, an open
-  emergency alert;
+  down, the oldest waiting task past alerts.critical_seconds, an emergency
+  alert nobody has acknowledged yet (acknowledged ones are still counted);
 - ``healthy`` otherwise.
 
 Each check is ``{"status": "ok" | "degraded" | "unhealthy" | "skipped", ...figures}``.
@@ -113,9 +113,17 @@ def _queue_checks(now: dt.datetime) -> dict[str, dict[str, Any]]:
     ready = system.ready_services(now=now)
     oldest = system.oldest_waiting_task(now=now)
     critical = get_config_by_category("alerts")["critical_seconds"]
-    open_alerts = dict.fromkeys(Alert.Severity.values, 0) | dict(
-        Alert.objects.exclude(status=Alert.Status.RESOLVED).values_list("severity").annotate(n=Count("id")).order_by()
-    )
+    open_alerts = dict.fromkeys(Alert.Severity.values, 0)
+    unacknowledged_emergencies = 0
+    for severity, status, n in (
+        Alert.objects.exclude(status=Alert.Status.RESOLVED)
+        .values_list("severity", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        open_alerts[severity] += n
+        if severity == Alert.Severity.EMERGENCY and status == Alert.Status.OPEN:
+            unacknowledged_emergencies += n
     return {
         "schedulers": {
             "status": OK if live else DEGRADED,
@@ -136,7 +144,8 @@ def _queue_checks(now: dt.datetime) -> dict[str, dict[str, Any]]:
             "critical_seconds": critical,
         },
         "open_alerts": {
-            "status": DEGRADED if open_alerts[Alert.Severity.EMERGENCY] else OK,
+            "status": DEGRADED if unacknowledged_emergencies else OK,
             **open_alerts,
+            "unacknowledged_emergency": unacknowledged_emergencies,
         },
     }

@@ -62,6 +62,20 @@ def test_the_alert_is_one_row_escalated_then_resolved_when_the_task_sends(waitin
     assert sweep_at(2100) == {"waiting_alerts": 0, "resolved": 0}
 
 
+def test_an_acknowledged_alert_stays_acknowledged_until_it_gets_worse(waiting_task, staff):
+    sweep_at(650)
+    alert = Alert.objects.get(alert_type="task_waiting")
+    assert AlertManagerService.acknowledge_alert(alert, user=staff)
+
+    sweep_at(700)  # the same severity again: still acknowledged
+    assert waiting_alerts() == [("critical", "acknowledged", 2)]
+
+    sweep_at(1900)  # past the emergency threshold: open again, acknowledgement cleared
+    assert waiting_alerts() == [("emergency", "open", 3)]
+    alert.refresh_from_db()
+    assert (alert.acknowledged_at, alert.acknowledged_by) == (None, None)
+
+
 # The mail goes out on commit: these tests commit for real.
 @pytest.fixture
 def notify(monkeypatch):

@@ -115,7 +115,36 @@ def test_degraded_by_due_work_without_ready_service_old_wait_and_emergency(
         "wait_seconds": 601,
         "critical_seconds": 600.0,
     }
-    assert checks["open_alerts"] == {"status": "degraded", "info": 0, "warning": 0, "critical": 0, "emergency": 1}
+    assert checks["open_alerts"] == {
+        "status": "degraded",
+        "info": 0,
+        "warning": 0,
+        "critical": 0,
+        "emergency": 1,
+        "unacknowledged_emergency": 1,
+    }
+
+
+def test_an_acknowledged_emergency_is_counted_but_no_longer_degrades_health(
+    frozen, api, staff, heartbeat_factory, alert_factory
+):
+    heartbeat_factory()
+    emergency = alert_factory(severity="emergency")
+    client = api.as_user(staff)
+    assert client.get(HEALTH).json()["status"] == "degraded"
+
+    assert client.post(f"{ALERTS}{emergency.pk}/acknowledge/").status_code == 200
+
+    body = client.get(HEALTH).json()
+    assert body["status"] == "healthy"
+    assert body["checks"]["open_alerts"] == {
+        "status": "ok",
+        "info": 0,
+        "warning": 0,
+        "critical": 0,
+        "emergency": 1,
+        "unacknowledged_emergency": 0,
+    }
 
 
 def test_database_down_is_unhealthy_503(api, monkeypatch, db):
