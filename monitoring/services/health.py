@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 OK, DEGRADED, UNHEALTHY, SKIPPED = "ok", "degraded", "unhealthy", "skipped"
 HEALTHY = "healthy"
 BROKER_TIMEOUT_SECONDS = 2.0
+DATABASE_TIMEOUT_SECONDS = 3.0
 
 
 def system_health(*, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -62,6 +63,22 @@ def system_health(*, now: dt.datetime | None = None) -> dict[str, Any]:
 
 
 def ping_database() -> None:
+    """SELECT 1, giving up after DATABASE_TIMEOUT_SECONDS when a pool has no connection to give.
+
+    A pooled connection is otherwise waited for up to DB_POOL_TIMEOUT (30 s):
+    far too long for a load balancer's probe of a dead database.
+    """
+    pool = getattr(connection, "pool", None) if connection.vendor == "postgresql" else None
+    if pool is not None and connection.connection is None:
+        from psycopg_pool import PoolTimeout
+
+        pool.open()  # as Django does on first use; a no-op once open
+        try:
+            with pool.connection(timeout=DATABASE_TIMEOUT_SECONDS) as conn:
+                conn.execute("SELECT 1").fetchone()
+        except PoolTimeout as exc:
+            raise OperationalError(str(exc)) from exc
+        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()

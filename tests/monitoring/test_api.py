@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import time_machine
@@ -11,6 +16,7 @@ from django.db import OperationalError
 from monitoring.models import Alert
 from monitoring.services import health
 from tests.factories import QueueSampleFactory
+from tests.schedulers import ROOT
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.timezone.utc)
 HEALTH = "/api/monitoring/system-health"
@@ -164,6 +170,31 @@ def test_health_checks_report_without_a_request_when_the_database_is_down(monkey
     assert result["status"] == "unhealthy"
     assert result["checks"]["database"] == {"status": "unhealthy", "message": "database unavailable"}
     assert result["checks"]["schedulers"] == {"status": "skipped", "message": "database unavailable"}
+
+
+def test_a_dead_database_behind_the_pool_is_reported_without_waiting_the_pool_timeout(tmp_path):
+    """A load balancer's probe gets its 503 in seconds, not after DB_POOL_TIMEOUT."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "edm.settings",
+        "DEBUG": "1",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/edm",
+        "DB_POOL": "1",
+        "DB_POOL_TIMEOUT": "600",
+    }
+    script = (
+        "import json, django; django.setup(); "
+        "from monitoring.services.health import system_health; "
+        "print(json.dumps(system_health()['checks']['database']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    database_check = json.loads(done.stdout.strip().splitlines()[-1])
+    assert database_check == {"status": "unhealthy", "message": "database unavailable"}
 
 
 # --- performance metrics ---------------------------------------------------------------
