@@ -18,6 +18,12 @@ web process; any web process gives the same figures):
 - ``edm_service_sent_total{service}`` / ``edm_service_failed_total{service}``
   counters: each service's delivered and failed attempts (its
   total_sent / total_failed columns);
+- ``edm_sweep_runs_total{sweep}`` / ``edm_sweep_last_finished_timestamp_seconds{sweep}``:
+  each periodic sweep's runs and when it last finished, whichever process ran it
+  (alert on ``time() - edm_sweep_last_finished_timestamp_seconds{sweep="recover_dead_workers"}``:
+  nothing recovers crashed schedulers' claims when beat or the worker is down);
+- ``edm_sweep_recovered_subtasks_total{rule}`` counter: claims given back by the
+  recovery sweeps (dead_worker, timeout), all processes, from the sweeps' totals;
 - ``edm_queue_metrics_up`` gauge: 1 when the figures above could be read,
   0 when the database did not answer (the others are then absent).
 
@@ -107,13 +113,21 @@ def count_send_results(results: Iterable[tuple[str, str]]) -> None:
             MAILS_FAILED.labels(service, outcome).inc()
 
 
-def count_recovered(counts: Mapping[str, int]) -> None:
-    """Count a recovery report's ``<rule>.<action>`` figures: subtasks given back, by rule."""
+def recovered_by_rule(counts: Mapping[str, int | float]) -> dict[str, int]:
+    """A recovery report's ``<rule>.<action>`` figures as subtasks given back, by rule."""
+    by_rule: dict[str, int] = {}
     for key, n in counts.items():
         rule, _, action = key.partition(".")
         # stuck_task counts tasks, not subtasks; already_done means nothing was given back.
         if rule != "stuck_task" and action != "already_done" and n:
-            RECOVERED.labels(rule).inc(n)
+            by_rule[rule] = by_rule.get(rule, 0) + int(n)
+    return by_rule
+
+
+def count_recovered(counts: Mapping[str, int]) -> None:
+    """Count a recovery report in this process's edm_recovered_subtasks_total."""
+    for rule, n in recovered_by_rule(counts).items():
+        RECOVERED.labels(rule).inc(n)
 
 
 def start_scheduler_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
@@ -141,6 +155,9 @@ class QueueCollector:
             GaugeMetricFamily("edm_open_alerts", "", labels=["severity"]),
             CounterMetricFamily("edm_service_sent", "", labels=["service"]),
             CounterMetricFamily("edm_service_failed", "", labels=["service"]),
+            CounterMetricFamily("edm_sweep_runs", "", labels=["sweep"]),
+            GaugeMetricFamily("edm_sweep_last_finished_timestamp_seconds", "", labels=["sweep"]),
+            CounterMetricFamily("edm_sweep_recovered_subtasks", "", labels=["rule"]),
             GaugeMetricFamily("edm_queue_metrics_up", ""),
         ]
 
@@ -202,6 +219,39 @@ class QueueCollector:
             failed.add_metric([name], total_failed)
         yield sent
         yield failed
+        yield from _sweep_metrics()
+
+
+def _sweep_metrics() -> Iterator[Metric]:
+    """The periodic sweeps as recorded in the database, whichever process ran them (a scheduler or Celery)."""
+    from queues.maintenance import SWEEPS
+    from queues.models import MaintenanceRun
+
+    runs = {run.name: run for run in MaintenanceRun.objects.all()}
+    count = CounterMetricFamily("edm_sweep_runs", "Runs of each periodic sweep, all processes.", labels=["sweep"])
+    finished = GaugeMetricFamily(
+        "edm_sweep_last_finished_timestamp_seconds",
+        "Unix time each periodic sweep last finished (0: never).",
+        labels=["sweep"],
+    )
+    recovered: dict[str, int] = {"dead_worker": 0, "timeout": 0}
+    for name in SWEEPS:
+        run = runs.get(name)
+        count.add_metric([name], run.runs if run else 0)
+        finished.add_metric([name], run.last_finished_at.timestamp() if run and run.last_finished_at else 0)
+        if run and name in ("recover_dead_workers", "recover_stuck"):
+            for rule, n in recovered_by_rule(run.totals).items():
+                recovered[rule] = recovered.get(rule, 0) + n
+    yield count
+    yield finished
+    given_back = CounterMetricFamily(
+        "edm_sweep_recovered_subtasks",
+        "Claims given back by the recovery sweeps, by rule, all processes.",
+        labels=["rule"],
+    )
+    for rule, n in sorted(recovered.items()):
+        given_back.add_metric([rule], n)
+    yield given_back
 
 
 def register_queue_collector() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -10,8 +11,10 @@ from django.core.management import call_command
 from django.test import Client
 
 from monitoring import metrics
+from queues.maintenance import run_sweep
 from queues.models import SubTask
 from queues.services import task_create
+from tests.queues.test_recovery import beat, claimed
 from tests.schedulers import wait_until
 
 
@@ -60,6 +63,34 @@ def test_a_database_error_reports_metrics_down_without_failing_the_scrape(db, mo
     monkeypatch.setattr(metrics.QueueCollector, "_read", staticmethod(broken))
     text = scrape(Client())
     assert "edm_queue_metrics_up 0.0" in text.splitlines()
+
+
+def test_the_sweeps_runs_and_recoveries_are_read_from_the_database(email_service_factory, user):
+    """Whichever process ran them (a scheduler, or Celery beat's worker), /metrics shows the sweeps."""
+    email_service_factory(sending_rate=0)
+    text = scrape(Client()).splitlines()
+    assert 'edm_sweep_runs_total{sweep="recover_dead_workers"} 0.0' in text
+    assert 'edm_sweep_last_finished_timestamp_seconds{sweep="recover_dead_workers"} 0.0' in text
+    assert 'edm_sweep_recovered_subtasks_total{rule="dead_worker"} 0.0' in text
+
+    beat("w-dead", 600)
+    claimed(user, 3, worker="w-dead")
+    before = time.time()
+    assert run_sweep("recover_dead_workers", force=True) == {"dead_worker.requeued": 3}
+    run_sweep("recover_stuck", force=True)  # nothing left to give back: adds nothing
+
+    text = scrape(Client()).splitlines()
+    assert 'edm_sweep_runs_total{sweep="recover_dead_workers"} 1.0' in text
+    assert 'edm_sweep_runs_total{sweep="recover_stuck"} 1.0' in text
+    assert 'edm_sweep_runs_total{sweep="prune"} 0.0' in text
+    assert 'edm_sweep_recovered_subtasks_total{rule="dead_worker"} 3.0' in text
+    assert 'edm_sweep_recovered_subtasks_total{rule="timeout"} 0.0' in text
+    (finished,) = [
+        line
+        for line in text
+        if line.startswith('edm_sweep_last_finished_timestamp_seconds{sweep="recover_dead_workers"}')
+    ]
+    assert float(finished.split()[-1]) >= before - 1
 
 
 def sample(name: str, **labels: str) -> float:
