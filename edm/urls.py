@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from monitoring.metrics import metrics_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("edm.api.urls")),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
 
 handler400 = "edm.api.errors.bad_request"

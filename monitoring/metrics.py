@@ -48,11 +48,22 @@ scheduler never queries the database.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
 from django.db import DatabaseError
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
@@ -252,6 +263,22 @@ def _sweep_metrics() -> Iterator[Metric]:
     for rule, n in sorted(recovered.items()):
         given_back.add_metric([rule], n)
     yield given_back
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: django-prometheus's figures and the queue's, summed over every web worker.
+
+    Under gunicorn (edm/gunicorn_conf.py) PROMETHEUS_MULTIPROC_DIR is set and each
+    worker's figures are in files there; the queue's are read from the database.
+    Otherwise (runserver, one process) the default registry holds both.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(QueueCollector())
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def register_queue_collector() -> None:

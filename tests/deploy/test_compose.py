@@ -345,6 +345,25 @@ def test_web_serves_the_wsgi_application_on_its_published_port():
     host, port = option(argv, "--bind").rsplit(":", 1)
     assert (host, int(port)) == ("0.0.0.0", 8000)
     assert SERVICE["web"]["ports"] == ["8000:8000"]
+    assert_gunicorn_config(option(argv, "--config"))
+
+
+def assert_gunicorn_config(reference: str | None) -> None:
+    """``python:<module>`` naming a module with the multiprocess metrics hooks."""
+    import importlib
+
+    assert reference and reference.startswith("python:"), reference
+    module = importlib.import_module(reference.removeprefix("python:"))
+    assert callable(module.on_starting) and callable(module.child_exit) and callable(module.on_exit)
+
+
+def test_the_images_default_command_is_the_same_gunicorn():
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    argv = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    (web_argv, _health) = invocations("web")
+    assert argv[0] == web_argv[0] == "gunicorn"
+    assert_gunicorn_config(option(argv, "--config"))
+    assert option(argv, "--config") == option(web_argv, "--config")
 
 
 # --- health checks, dependencies, volumes --------------------------------------
@@ -472,7 +491,7 @@ def test_prometheus_scrapes_the_web_and_every_scheduler_replica():
                 assert service in SERVICE and sd["port"] in container_ports(service), dns_name
                 scraped[service] = (sd["port"], job.get("metrics_path", "/metrics"))
     assert set(scraped) == {"web", "scheduler"}
-    assert view_name(scraped["web"][1]) == "ExportToDjangoView"
+    assert view_name(scraped["web"][1]) == "metrics_view"
     (argv, _) = invocations("scheduler")
     assert scraped["scheduler"] == (int(option(argv, "--metrics-port")), "/metrics")
     config_file = option(SERVICE["prometheus"]["command"], "--config.file")

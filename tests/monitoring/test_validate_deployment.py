@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,6 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -42,6 +40,7 @@ from monitoring.services.validation import (
 from queues.models import SubTask, Task
 from tests.processes import child_environment
 from tests.schedulers import ROOT, wait_until
+from tests.web import gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -392,42 +391,12 @@ def test_skipped_checks_need_no_recipient_and_an_unreachable_web_process_fails()
 # --- against a running stack (PostgreSQL) ---------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def web(django_db_setup, django_db_blocker, tmp_path_factory):
     """gunicorn serving edm.wsgi on the test database; its base URL."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("web") / "gunicorn.log"
-    with django_db_blocker.unblock():
-        env = child_environment()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "edm.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            return requests.get(f"{base_url}/metrics", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_until(answers, timeout=30, what="gunicorn to answer")
+    with django_db_blocker.unblock(), gunicorn(log_path) as (base_url, _):
         yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture
