@@ -230,7 +230,16 @@ def test_sigterm_finishes_and_records_the_sends_in_flight(
 
     schedulers.start(3, "--concurrency", "4")
     wait_until(lambda: WorkerHeartbeat.objects.count() == 3, timeout=30, what="three running schedulers")
-    wait_until(lambda: SubTask.objects.filter(status="processing").count() >= 6, timeout=30, what="sends in flight")
+
+    def awaiting_reply() -> set[str]:
+        """Mails the server has taken and not yet answered: sends under way right now."""
+        now = time.time()
+        return {r.message_id for r in smtp_sink.snapshot() if r.replied_at > now}
+
+    # (A claimed batch is marked processing before each of its mails is handed to
+    # a sender, so the subtask statuses cannot tell what is on the wire; the server can.)
+    wait_until(lambda: len(awaiting_reply()) >= 6, timeout=30, what="six sends under way")
+    under_way = awaiting_reply()
     started = time.monotonic()
     assert schedulers.terminate(timeout=30) == [0, 0, 0], schedulers.logs()
     assert time.monotonic() - started < 10
@@ -238,6 +247,8 @@ def test_sigterm_finishes_and_records_the_sends_in_flight(
     counts = statuses()
     assert set(counts) <= {"sent", "pending"}, counts  # nothing left claimed
     assert counts["sent"] == smtp_sink.count() >= 6
+    sent_ids = set(SubTask.objects.filter(status="sent").values_list("message_id", flat=True))
+    assert len(under_way) >= 6 and under_way <= sent_ids  # every send under way finished and was recorded
     assert counts["sent"] + counts["pending"] == 200
     assert SendAttempt.objects.count() == counts["sent"]
     assert WorkerHeartbeat.objects.filter(stopped_at__isnull=False).count() == 3
