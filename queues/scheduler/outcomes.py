@@ -385,6 +385,14 @@ class OutcomeRecorder:
             details={"service_id": str(service_id), "consecutive_failures": consecutive, "backoff_seconds": delay},
         )
         logger.warning("service backing off", extra={"service": name, "failures": consecutive, "seconds": delay})
+        # Another worker's success may have been recorded between this batch's
+        # commit and the alert, and found no alert to resolve: look again.
+        # (Its reset commits before its resolve, so one of the two sees the other.)
+        recovered = EmailService.objects.filter(
+            pk=service_id, consecutive_failures__lt=queue_config["service_failure_threshold"]
+        ).exists()
+        if recovered:
+            AlertManagerService.resolve_alert(alert_type="service_failing", subject=f"service:{service_id}")
 
     # --- tasks -----------------------------------------------------------------------
 

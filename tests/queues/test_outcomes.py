@@ -185,6 +185,28 @@ def test_a_failing_service_backs_off_doubling_and_recovers_with_an_alert(email_s
     assert Alert.objects.get(alert_type="service_failing").status == "resolved"
 
 
+def test_a_success_recorded_between_a_failure_batch_and_its_alert_still_resolves_it(
+    email_service_factory, user, queue_config
+):
+    # Worker A records the failure that reaches the threshold; before A raises
+    # the alert, worker B records a success (and finds no alert to resolve).
+    queue_config(max_retries=50, service_failure_threshold=3, service_backoff_seconds=10, retry_backoff_seconds=0)
+    email_service_factory(sending_rate=0)
+    fault = Delivery(TRANSIENT, None, "connection refused", service_fault=True)
+    config = get_config_by_category("queue")
+    claim = claimed(user, 4)
+    worker_a, worker_b = OutcomeRecorder(worker_id="a"), OutcomeRecorder(worker_id="b")
+
+    failed = worker_a.record([result(claim, item, fault) for item in claim.items[:3]], queue_config=config)
+    succeeded = worker_b.record([result(claim, claim.items[3], OK, failures=3)], queue_config=config)
+    worker_b.finish(succeeded, queue_config=config)
+    assert not Alert.objects.exists()
+    worker_a.finish(failed, queue_config=config)
+
+    alert = Alert.objects.get(alert_type="service_failing")
+    assert alert.status == "resolved"
+
+
 def test_recipient_failures_do_not_count_against_the_service(service, user, queue_config):
     queue_config(service_failure_threshold=1)
     claim = claimed(user, 2)
