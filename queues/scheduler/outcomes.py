@@ -286,6 +286,16 @@ class OutcomeRecorder:
         for r in results:
             groups[r.item.service_id].append(r)
         batches = [ServiceBatch.of(service_id, group) for service_id, group in groups.items()]
+        # The failure count as it stands now, not as it was when these mails were
+        # claimed: another worker's failures may have raised the alert since, and
+        # this batch's success is what must resolve it. Locked in id order (the
+        # update below takes the same locks), so two recorders never deadlock.
+        failing_now = dict(
+            EmailService.objects.filter(pk__in=[b.id for b in batches])
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "consecutive_failures")
+        )
         if connection.vendor == "postgresql":
             returned = pgsql.update_service_stats(
                 rows=[
@@ -307,10 +317,11 @@ class OutcomeRecorder:
             current = {row[0]: (row[1], row[2]) for row in returned}
         else:
             current = {b.id: self._update_service_portable(b) for b in batches}
+        before = {b.id: max(b.failures_before, failing_now.get(b.id, 0)) for b in batches}
         return [
-            (b.id, *current[b.id], b.failures_before, bool(b.ok))
+            (b.id, *current[b.id], before[b.id], bool(b.ok))
             for b in batches
-            if b.id in current and (b.faults or b.failures_before)
+            if b.id in current and (b.faults or before[b.id])
         ]
 
     @staticmethod

@@ -207,6 +207,24 @@ def test_a_success_recorded_between_a_failure_batch_and_its_alert_still_resolves
     assert alert.status == "resolved"
 
 
+def test_a_success_claimed_before_the_failures_were_recorded_still_resolves_the_alert(
+    email_service_factory, user, queue_config
+):
+    # Worker B claimed its mail while the service looked healthy (0 failures);
+    # worker A's failures are recorded and alerted; then B's success arrives.
+    queue_config(max_retries=50, service_failure_threshold=3, service_backoff_seconds=10, retry_backoff_seconds=0)
+    email_service_factory(sending_rate=0)
+    fault = Delivery(TRANSIENT, None, "connection refused", service_fault=True)
+    claim = claimed(user, 4)
+
+    record([result(claim, item, fault) for item in claim.items[:3]])
+    assert Alert.objects.get(alert_type="service_failing").status == "open"
+    record([result(claim, claim.items[3], OK, failures=0)])
+
+    assert Alert.objects.get(alert_type="service_failing").status == "resolved"
+    assert EmailService.objects.get().consecutive_failures == 0
+
+
 def test_recipient_failures_do_not_count_against_the_service(service, user, queue_config):
     queue_config(service_failure_threshold=1)
     claim = claimed(user, 2)
