@@ -2,10 +2,12 @@
 
 Threads, each with one job:
 
-- the main thread claims (short transactions), marks the claimed subtasks
-  processing and hands them to the senders; it also keeps the heartbeat;
-- N sender threads build each mail and talk SMTP (never touching the
-  database), each keeping one open connection per service;
+- the main thread claims (short transactions) and hands the claimed
+  subtasks to the senders; it also keeps the heartbeat;
+- N sender threads build each mail and talk SMTP, each keeping one open
+  connection per service; they never touch the database themselves;
+- one starter thread marks claimed subtasks processing a few at a time,
+  just before the senders take them up (queues.scheduler.starter);
 - one recorder thread writes outcomes in batches.
 
 SIGTERM/SIGINT stop the claiming; the sends in flight finish and are
@@ -42,11 +44,11 @@ from queues.scheduler.claim import (
     ClaimStatus,
     claim_subtasks,
     claims_release,
-    claims_start,
     effective_rate,
 )
 from queues.scheduler.messages import CompiledTask, compile_task, render_mail
 from queues.scheduler.outcomes import OutcomeRecorder, RecordSummary, SendResult
+from queues.scheduler.starter import SendStarter
 from queues.scheduler.transports import TRANSIENT, Delivery, ServiceConfig, open_transport
 
 logger = logging.getLogger("queues.scheduler")
@@ -76,6 +78,7 @@ class WorkItem:
     task: CompiledTask
     must_start_by: float | None  # monotonic deadline (rate-limited services' lease)
     budget: float  # seconds the whole send may take
+    lease: dt.datetime | None = None  # the rate-limited service's lease, ended if the mail is given back
 
 
 @dataclass
@@ -126,6 +129,10 @@ class SchedulerWorker:
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
+        # Claimed work waits here, allocated, until the senders are about to take it up.
+        self._starter = SendStarter(
+            ready=self._work, depth=2 * concurrency, release=self._release_unstarted, stopping=self._stopping.is_set
+        )
         # Latency of successful claims (the ones that found work).
         self._claim_ms: deque[float] = deque(maxlen=100_000)
 
@@ -139,7 +146,8 @@ class SchedulerWorker:
             threading.Thread(target=self._sender_loop, name=f"sender-{i}", daemon=True) for i in range(self.concurrency)
         ]
         recorder = threading.Thread(target=self._recorder_loop, name="recorder", daemon=True)
-        helpers = [*senders, recorder]
+        starter = threading.Thread(target=self._starter.run, name="starter", daemon=True)
+        helpers = [*senders, starter, recorder]
         if self.maintenance:
             from queues.maintenance import MaintenanceThread
 
@@ -151,6 +159,8 @@ class SchedulerWorker:
             self._main_loop()
         finally:
             self._stop.set()
+            self._starter.close()  # what is staged still goes to the senders (or back, when signalled)
+            starter.join()
             for _ in senders:
                 self._work.put(None)
             for thread in senders:
@@ -301,14 +311,14 @@ class SchedulerWorker:
         self.stats.claimed += len(claim.items)
         with self._in_flight_lock:
             self._in_flight += len(claim.items)
-        allowed = claims_start(token=claim.token, ids=[i.id for i in claim.items])
-        tasks = self._compiled_tasks({i.task_id for i in claim.items if i.id in allowed})
+        # Marked processing one by one as senders take them up (SendStarter).
+        tasks = self._compiled_tasks({i.task_id for i in claim.items})
         services = self._service_configs(claim)
         rates = {sid: effective_rate(s, config["default_sending_rate"]) for sid, s in claim.services.items()}
         claimed_at = time.monotonic()
         for item in claim.items:
             lease = claim.leases.get(item.service_id)
-            if item.id not in allowed or item.task_id not in tasks or item.service_id not in services:
+            if item.task_id not in tasks or item.service_id not in services:
                 self._results.put(Release(item, claim.token, lease))
                 continue
             service = services[item.service_id]
@@ -322,7 +332,7 @@ class SchedulerWorker:
                 must_start_by = claimed_at + config["send_lease_seconds"] - budget - 1
             with self._in_flight_lock:
                 self._unsent += 1
-            self._work.put(
+            self._starter.stage(
                 WorkItem(
                     item=item,
                     token=claim.token,
@@ -332,8 +342,16 @@ class SchedulerWorker:
                     task=tasks[item.task_id],
                     must_start_by=must_start_by,
                     budget=budget,
+                    lease=lease,
                 )
             )
+
+    def _release_unstarted(self, work: WorkItem) -> None:
+        """Give back claimed work that no sender took up (task paused or cancelled, claim lost, stopping)."""
+        self._results.put(Release(work.item, work.token, work.lease))
+        with self._in_flight_lock:
+            self._unsent -= 1
+            self._in_flight_lock.notify_all()
 
     def _service_configs(self, claim: Claim) -> dict[uuid.UUID, ServiceConfig]:
         """Transport settings of the claim's services, loaded again only when a service was edited."""
@@ -410,6 +428,7 @@ class SchedulerWorker:
                 work = self._work.get()
                 if work is None:
                     return
+                self._starter.wake()
                 late = work.must_start_by is not None and time.monotonic() > work.must_start_by
                 if late or self._stopping.is_set():
                     # Not started: give it back (stopping finishes only the sends under way).

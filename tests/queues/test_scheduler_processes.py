@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
 from collections import Counter, defaultdict
 
 import pytest
+from django.utils import timezone
 
 from monitoring.models import Alert, WorkerHeartbeat
 from queues.models import SendAttempt, SubTask, Task
@@ -252,3 +254,48 @@ def test_sigterm_finishes_and_records_the_sends_in_flight(
     assert counts["sent"] + counts["pending"] == 200
     assert SendAttempt.objects.count() == counts["sent"]
     assert WorkerHeartbeat.objects.filter(stopped_at__isnull=False).count() == 3
+
+
+def test_only_mails_on_the_wire_are_processing_and_a_kill_parks_only_those(
+    smtp_sink, email_service_factory, user_factory, queue_config, schedulers
+):
+    """processing = the SMTP conversation may have started; the rest of a claimed batch stays allocated."""
+    from config.services import ConfigManagerService
+    from queues.recovery import FailureRecoveryService
+
+    queue_config(claim_batch_size=20)
+    ConfigManagerService.set_config("recovery", "unknown_outcome", "park")
+    smtp_sink.latency = 0.5  # each send holds its sender for half a second
+    make_services(email_service_factory, smtp_sink, 1, sending_rate=0)
+    make_task(user_factory(), 60)
+
+    victim = schedulers.start_one("--concurrency", "2", worker_id="victim")
+    most_processing, saw_allocated = 0, False
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        counts = statuses()
+        most_processing = max(most_processing, counts["processing"])
+        saw_allocated |= counts["allocated"] > 0
+        time.sleep(0.02)
+    assert saw_allocated  # the claimed batch waits in the process, allocated
+    # Two senders under way, the four mails ready behind them (twice the
+    # senders) and the two sent just before, being recorded; never the twenty
+    # of a claimed batch.
+    assert 1 <= most_processing <= 8
+
+    wait_until(lambda: statuses()["processing"] >= 1, timeout=10, what="a send under way")
+    victim.kill()
+    victim.wait()
+    held = statuses()
+    WorkerHeartbeat.objects.filter(worker_id="victim").update(last_seen_at=timezone.now() - dt.timedelta(hours=1))
+
+    counts = FailureRecoveryService().run().counts
+    assert counts["dead_worker.parked"] == held["processing"]
+    assert counts["dead_worker.requeued"] == held["allocated"]
+    after = statuses()
+    assert (after["parked"], after["pending"]) == (held["processing"], held["pending"] + held["allocated"])
+    # Parked: mails the server took (no outcome recorded) or that a sender was talking over.
+    received = {r.message_id for r in smtp_sink.snapshot()}
+    parked = set(SubTask.objects.filter(status="parked").values_list("message_id", flat=True))
+    assert len(parked - received) <= 2 + 4  # under way, or ready for a sender
+    assert not received & set(SubTask.objects.filter(status="pending").values_list("message_id", flat=True))
