@@ -85,17 +85,17 @@ class SendStarter:
         """(work to mark now, work to give back); (None, …) once closed and empty."""
         with self._changed:
             while True:
-                if self._stopping():
+                if self._stopping() and self._staged:
                     released = list(self._staged)
                     self._staged.clear()
-                    return (None if self._closing else []), released
+                    return [], released
+                if self._closing and not self._staged:
+                    return None, []
                 room = self.depth - self.ready.qsize()
                 # Refill by half the depth at a time: fewer, larger updates, and
                 # the senders still find work ready.
                 if self._staged and (room >= max(1, self.depth // 2) or (room > 0 and self._closing)):
                     return [self._staged.popleft() for _ in range(min(room, len(self._staged)))], []
-                if self._closing and not self._staged:
-                    return None, []
                 self._changed.wait(timeout=0.5)
 
     def _start(self, batch: list[Any]) -> None:
