@@ -36,9 +36,18 @@ $(CHROMIUM):
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium \
 	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium; }
 
+# Clock-skew tests run scheduler processes under Debian's libfaketime.
+LIBFAKETIME ?= /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+
+$(LIBFAKETIME):
+	@command -v apt-get >/dev/null || { echo "the clock-skew tests need libfaketime at $(LIBFAKETIME) (set LIBFAKETIME=/path)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends faketime \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends faketime; }
+
 # The test suite; set DATABASE_URL=postgres://... to run it on PostgreSQL.
 test: export CHROMIUM_PATH = $(CHROMIUM)
-test: $(STAMP) $(CHROMIUM)
+test: export LIBFAKETIME_PATH = $(LIBFAKETIME)
+test: $(STAMP) $(CHROMIUM) $(LIBFAKETIME)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
