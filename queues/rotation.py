@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable
 
 from django.db import connection, models
+from django.db.models.expressions import RawSQL
 
 from queues.models import UserQueue
 
@@ -29,9 +30,21 @@ ON CONFLICT (user_id) DO UPDATE SET
 """
 
 
+# Turns are moments (microseconds since the epoch) read from the database's
+# clock, so a host whose clock lags cannot keep its users at the front of the
+# rotation, nor one running ahead send them to the back. One value per
+# statement: every user a claim serves gets the same turn.
+PG_TURN = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
+
+
 def next_turn() -> int:
-    """A turn number later than every turn handed out before (microseconds since the epoch)."""
+    """A turn number later than every turn handed out before (SQLite: the host's clock is the database's)."""
     return time.time_ns() // 1000
+
+
+def _turn() -> int | RawSQL:
+    # A constant expression, no input in it.
+    return RawSQL(PG_TURN, ()) if connection.vendor == "postgresql" else next_turn()  # noqa: S611
 
 
 def user_queue_activate(*, user_ids: Iterable[uuid.UUID], at: dt.datetime) -> None:
@@ -43,12 +56,12 @@ def user_queue_activate(*, user_ids: Iterable[uuid.UUID], at: dt.datetime) -> No
     users = sorted(set(user_ids))
     if not users:
         return
-    turn = next_turn()
     when = _datetime_field.get_db_prep_value(at, connection)
     params: list[object] = []
     for user_id in users:
-        params += [_uuid_field.get_db_prep_value(user_id, connection), turn, when, when]
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(users))
+        params += [_uuid_field.get_db_prep_value(user_id, connection), when, when]
+    turn = PG_TURN if connection.vendor == "postgresql" else str(next_turn())
+    values = ", ".join([f"(%s, {turn}, %s, %s)"] * len(users))
     with connection.cursor() as cursor:
         cursor.execute(_ACTIVATE_SQL.format(values=values), params)
 
@@ -59,4 +72,4 @@ def user_queue_defer(*, user_id: uuid.UUID, ready_at: dt.datetime | None) -> Non
     A deferred user goes to the back of the rotation, so that claims do not
     keep stepping over it while it waits.
     """
-    UserQueue.objects.filter(user_id=user_id).update(ready_at=ready_at, turn=next_turn())
+    UserQueue.objects.filter(user_id=user_id).update(ready_at=ready_at, turn=_turn())

@@ -73,3 +73,15 @@ def run_in_processes(func: Callable[..., Any], args_list: Sequence[tuple], *, ti
             func_path = f"{func.__module__}:{func.__qualname__}"
             pending = [pool.apply_async(_child, (env, barrier, func_path, args)) for args in args_list]
             return [result.get(timeout=timeout) for result in pending]
+
+
+LIBFAKETIME = os.environ.get("LIBFAKETIME_PATH", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def skewed_clock(offset: str) -> dict[str, str]:
+    """Environment that runs a child under a host clock off by ``offset`` (libfaketime: "+300s", "-1d").
+
+    Only the wall clock is skewed; the monotonic clock, which a process uses
+    for its own waits, stays real.
+    """
+    return {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}

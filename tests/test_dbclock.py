@@ -1,13 +1,12 @@
 import datetime as dt
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from edm.dbclock import db_now
+from tests.processes import child_environment, skewed_clock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,20 +22,13 @@ def test_db_now_is_aware_utc():
 @pytest.mark.django_db(transaction=True)
 def test_db_now_ignores_a_skewed_host_clock():
     """A process whose clock is an hour ahead still reads the database's time."""
-    settings = connection.settings_dict
-    env = {
-        **os.environ,
-        "LD_PRELOAD": os.environ.get("LIBFAKETIME_PATH", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
-        "FAKETIME": "+1h",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "DATABASE_URL": f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}",
-    }
     script = (
-        "import django, time; django.setup();from edm.dbclock import db_now; print(db_now().timestamp() - time.time())"
+        "import django, time; django.setup();"
+        "from edm.dbclock import db_now; print(db_now().timestamp() - time.time())"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
-        env={**env, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        env={**child_environment(), **skewed_clock("+1h")},
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -33,8 +33,10 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
+from config.services import get_config_by_category
+from edm.dbclock import db_now
 from queues.models import EmailService, SubTask, Task, UserQueue
-from queues.rotation import next_turn, user_queue_activate, user_queue_defer
+from queues.rotation import PG_TURN, next_turn, user_queue_activate, user_queue_defer
 from queues.scheduler import pgsql
 
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
@@ -97,18 +99,35 @@ def quota_day(now: dt.datetime, tz_name: str) -> dt.date:
 
 
 def ready_services_query(today: dt.date) -> Q:
-    """The plan's ready condition; a quota counted for an earlier day no longer counts."""
+    """The plan's ready condition, plus a failure back-off; a quota counted for an earlier day no longer counts."""
     return (
         Q(is_enabled=True)
         & (Q(next_available_at__isnull=True) | Q(next_available_at__lte=Now()))
-        & (Q(used_quota__lt=F("daily_quota")) | ~Q(quota_date=today))
+        & (Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
+        & (Q(used_quota__lt=F("daily_quota")) | Q(quota_date__isnull=True) | Q(quota_date__lt=today))
         & Q(daily_quota__gt=0)
     )
 
 
+def used_on(service: ReadyService | EmailService, today: dt.date) -> int:
+    """What the service has used of ``today``'s quota (a count for a later day still counts: days never go back)."""
+    return service.used_quota if service.quota_date is not None and service.quota_date >= today else 0
+
+
+def lease_end(started_at: dt.datetime, lease_seconds: float, rate: float) -> dt.datetime:
+    """When a rate-limited service leased at ``started_at`` is free again if its send is never recorded.
+
+    The send must start within ``lease_seconds`` of the claim (the worker gives
+    it back otherwise), so a lease that also covers ``rate`` keeps the service's
+    spacing even when the worker dies between the send and its record.
+    """
+    return started_at + dt.timedelta(seconds=lease_seconds + rate)
+
+
 def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict) -> Claim:
     """Claim up to ``limit`` subtasks with their service slots; see the module docstring."""
-    started_at = timezone.now()
+    # Every moment a claim writes or compares is the database's: hosts' clocks may differ.
+    started_at = db_now()
     today = quota_day(started_at, queue_config["quota_timezone"])
     with transaction.atomic():
         # A service without a rate takes a whole batch; rate-limited ones take
@@ -168,8 +187,7 @@ def _plan_slots(
     slots = []
     left = limit
     for service in services:
-        used = service.used_quota if service.quota_date == today else 0
-        quota_left = service.daily_quota - used
+        quota_left = service.daily_quota - used_on(service, today)
         if quota_left <= 0:
             continue
         # A rate-limited service sends one mail, then waits until the send is
@@ -216,7 +234,7 @@ WITH u AS (
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
 ), bump AS (
-    UPDATE user_queues q SET turn = %(turn)s FROM u WHERE q.user_id = u.user_id
+    UPDATE user_queues q SET turn = {turn} FROM u WHERE q.user_id = u.user_id
 ), un AS (
     SELECT user_id, turn, ceil(%(n)s::numeric / count(*) OVER ())::int AS per_user FROM u
 )
@@ -241,11 +259,11 @@ LEFT JOIN LATERAL (
     LIMIT un.per_user
 ) p ON true
 ORDER BY un.turn, un.user_id
-"""
+""".format(turn=PG_TURN)
 
 
 def _pick_rows_postgres(n: int, now: dt.datetime) -> list[tuple]:
-    return pgsql._execute(_PICK_SQL, {"n": n, "now": now, "turn": next_turn()})
+    return pgsql._execute(_PICK_SQL, {"n": n, "now": now})
 
 
 def _pick_rows_portable(n: int, now: dt.datetime) -> list[tuple]:
@@ -327,7 +345,7 @@ def _reserve(
         if effective_rate(service, default_rate) > 0:
             # Held until the send is recorded (then: record time + sending_rate),
             # or until the lease runs out if this worker dies first.
-            lease = started_at + dt.timedelta(seconds=lease_seconds)
+            lease = lease_end(started_at, lease_seconds, effective_rate(service, default_rate))
             claim.leases[service.id] = lease
         charges.append((service.id, len(taken), lease))
         claim.services[service.id] = service
@@ -389,8 +407,9 @@ def _reserve_portable(
         )
     for service_id, n, lease in charges:
         changes = {
-            "used_quota": Case(When(quota_date=today, then=F("used_quota") + n), default=Value(n)),
-            "quota_date": today,
+            "used_quota": Case(When(quota_date__gte=today, then=F("used_quota") + n), default=Value(n)),
+            # A quota day never goes back (a later day stays the one counted).
+            "quota_date": Case(When(quota_date__gt=today, then=F("quota_date")), default=Value(today)),
         }
         if lease is not None:
             changes["next_available_at"] = lease
@@ -413,18 +432,30 @@ def _reserve_portable(
     )
 
 
-def claims_start(*, token: uuid.UUID, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """allocated -> processing just before SMTP, only while the task is still runnable.
+def claims_start(*, token: uuid.UUID, ids: list[uuid.UUID], unlimited: set[uuid.UUID] | None = None) -> set[uuid.UUID]:
+    """allocated -> processing just before SMTP, only while the task and the service still allow it.
 
-    Returns the ids that may be sent. The rest (their task was paused or
-    cancelled since the claim, or recovery took them back) must be released.
+    Returns the ids that may be sent. The rest must be released: their task
+    was paused or cancelled since the claim, recovery took them back, their
+    service was disabled, or the service had no sending rate at claim time
+    (``unlimited``: claimed in bulk, unspaced) and has one now.
     """
-    now = timezone.now()
+    unlimited = unlimited or set()
+    default_rate = get_config_by_category("queue")["default_sending_rate"]
     if connection.vendor == "postgresql":
-        return pgsql.start(ids=ids, token=token, now=now)
+        return pgsql.start(ids=ids, token=token, unlimited=unlimited, default_rate=default_rate)
+    now = timezone.now()
+    services = EmailService.objects.filter(is_enabled=True)
+    rated_now = [
+        pk
+        for pk, rate in services.filter(pk__in=unlimited).values_list("pk", "sending_rate")
+        if (rate if rate is not None else default_rate) > 0
+    ]
     SubTask.objects.filter(
         pk__in=ids, claim_token=token, status=SubTask.Status.ALLOCATED, task__status__in=RUNNABLE
-    ).update(status=SubTask.Status.PROCESSING, updated_at=now)
+    ).filter(service__in=services).exclude(service__in=rated_now).update(
+        status=SubTask.Status.PROCESSING, updated_at=now
+    )
     return set(
         SubTask.objects.filter(pk__in=ids, claim_token=token, status=SubTask.Status.PROCESSING).values_list(
             "pk", flat=True

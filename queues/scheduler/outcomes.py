@@ -20,6 +20,7 @@ from django.db.models import Case, DateTimeField, DecimalField, F, IntegerField,
 from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, Round
 from django.utils import timezone
 
+from edm.dbclock import db_now
 from edm.ids import uuid7
 from monitoring.services.alerts import AlertManagerService
 from monitoring.services.task_wait import TaskWaitMonitorService
@@ -51,6 +52,7 @@ class SendResult:
     rate: float  # the service's effective sending_rate at claim time
     service_failures: int = 0  # the service's consecutive_failures at claim time
     timeout: float = 10.0  # the service's SMTP timeout
+    lease: dt.datetime | None = None  # the rate-limited service's lease taken by the claim
 
     @property
     def response_ms(self) -> int:
@@ -87,7 +89,7 @@ class ServiceBatch:
     trailing: int  # service faults after the last success
     last_ok: dt.datetime | None
     mean_ms: Decimal
-    rate: float
+    lease: dt.datetime | None  # the latest lease among the results (a later claim's is later)
     failures_before: int
 
     @classmethod
@@ -103,7 +105,7 @@ class ServiceBatch:
             trailing=sum(r.delivery.service_fault for r in results if last_ok is None or r.finished_at > last_ok),
             last_ok=last_ok,
             mean_ms=Decimal(sum(r.response_ms for r in results) / len(results)).quantize(Decimal("0.01")),
-            rate=results[0].rate,
+            lease=max((r.lease for r in results if r.lease is not None), default=None),
             failures_before=max(r.service_failures for r in results),
         )
 
@@ -133,12 +135,12 @@ class OutcomeRecorder:
         summary = RecordSummary()
         if not results:
             return summary
-        now = timezone.now()
+        now = db_now()  # retry times are compared with other processes' claims
         with transaction.atomic():
             summary.applied = self._record_subtasks(results, queue_config, now, summary)
             self._log_attempts(results)
             # Last, so the service rows stay locked only until the commit just after.
-            summary.services = self._update_services(results)
+            summary.services = self._update_services(results, queue_config["default_sending_rate"])
         return summary
 
     def finish(self, summary: RecordSummary, *, queue_config: dict) -> None:
@@ -281,7 +283,9 @@ class OutcomeRecorder:
 
     # --- services ---------------------------------------------------------------
 
-    def _update_services(self, results: list[SendResult]) -> list[tuple[uuid.UUID, str, int, int, bool]]:
+    def _update_services(
+        self, results: list[SendResult], default_rate: float
+    ) -> list[tuple[uuid.UUID, str, int, int, bool]]:
         groups: dict[uuid.UUID, list[SendResult]] = defaultdict(list)
         for r in results:
             groups[r.item.service_id].append(r)
@@ -309,14 +313,15 @@ class OutcomeRecorder:
                         "last_ok": b.last_ok,
                         "trail": b.trailing,
                         "faults": b.faults,
-                        "rate": b.rate,
+                        "lease": b.lease,
                     }
                     for b in batches
-                ]
+                ],
+                default_rate=default_rate,
             )
             current = {row[0]: (row[1], row[2]) for row in returned}
         else:
-            current = {b.id: self._update_service_portable(b) for b in batches}
+            current = {b.id: self._update_service_portable(b, default_rate) for b in batches}
         before = {b.id: max(b.failures_before, failing_now.get(b.id, 0)) for b in batches}
         return [
             (b.id, *current[b.id], before[b.id], bool(b.ok))
@@ -325,7 +330,7 @@ class OutcomeRecorder:
         ]
 
     @staticmethod
-    def _update_service_portable(b: ServiceBatch) -> tuple[str, int]:
+    def _update_service_portable(b: ServiceBatch, default_rate: float) -> tuple[str, int]:
         moving_rate = Case(
             When(FIRST_USE, then=Value(b.batch_rate)),
             default=F("success_rate") * b.keep + b.batch_rate * (1 - b.keep),
@@ -345,17 +350,27 @@ class OutcomeRecorder:
             ),
         }
         if b.last_ok is not None:
-            changes["last_sent_at"] = b.last_ok
+            changes["last_sent_at"] = Now()
             changes["consecutive_failures"] = Value(b.trailing)
             changes["backoff_level"] = Value(0)
             changes["backoff_until"] = None
         else:
             changes["consecutive_failures"] = F("consecutive_failures") + b.faults
-        if b.rate > 0:
-            # The lease taken at claim time ends now: the next send may start
-            # sending_rate seconds after this one was recorded (the database's clock).
-            changes["next_available_at"] = Now() + dt.timedelta(seconds=b.rate)
         EmailService.objects.filter(pk=b.id).update(**changes)
+        rate = EmailService.objects.filter(pk=b.id).values_list("sending_rate", flat=True).first()
+        rate = default_rate if rate is None else rate
+        if b.lease is not None:
+            # This claim's lease ends now: the next send may start sending_rate
+            # seconds after this one was recorded (the database's clock). A late
+            # record whose lease another claim has replaced leaves that one be.
+            EmailService.objects.filter(pk=b.id, next_available_at=b.lease).update(
+                next_available_at=Now() + dt.timedelta(seconds=rate)
+            )
+        elif rate > 0:  # claimed without a rate, one set since: space from this send
+            spaced = Now() + dt.timedelta(seconds=rate)
+            EmailService.objects.filter(pk=b.id).update(
+                next_available_at=Greatest(Coalesce(F("next_available_at"), spaced), spaced)
+            )
         row = EmailService.objects.filter(pk=b.id).values_list("name", "consecutive_failures").first()
         return row if row else ("", 0)
 

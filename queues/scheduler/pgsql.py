@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from decimal import Decimal
 
 import psycopg
@@ -53,15 +53,18 @@ def _execute(sql: str, params: dict) -> list[tuple]:
 
 # Readiness is judged by the database's clock (statement_timestamp(), like
 # Django's Now()), so hosts with skewed clocks cannot break a sending_rate.
-# The same bound as a parameter (the worker's clock; the earlier of the two
-# wins) gives the planner a constant to estimate with.
+# The same bound as a parameter (the claim's moment, also read from the
+# database) gives the planner a constant to estimate with. A service backed
+# off after failures is not ready until its back-off ends, whatever moved
+# next_available_at meanwhile.
 READY_SERVICES_SQL = """
 SELECT id, updated_at, from_email, daily_quota, used_quota, quota_date, sending_rate, consecutive_failures
 FROM email_services
 WHERE is_enabled AND daily_quota > 0
   AND (next_available_at IS NULL
        OR (next_available_at <= %(now)s AND next_available_at <= statement_timestamp()))
-  AND (used_quota < daily_quota OR quota_date IS DISTINCT FROM %(today)s)
+  AND (backoff_until IS NULL OR backoff_until <= statement_timestamp())
+  AND (used_quota < daily_quota OR quota_date IS NULL OR quota_date < %(today)s)
 ORDER BY used_quota, last_sent_at NULLS FIRST, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -113,10 +116,12 @@ def reserve(
     )
 
 
+# A quota day never goes back: a count already kept for a later day (another
+# process in a later day of quota_timezone) stays that day's.
 CHARGE_SQL = """
 UPDATE email_services e
-SET used_quota = CASE WHEN e.quota_date = %(today)s THEN e.used_quota + v.n ELSE v.n END,
-    quota_date = %(today)s,
+SET used_quota = CASE WHEN e.quota_date >= %(today)s THEN e.used_quota + v.n ELSE v.n END,
+    quota_date = GREATEST(e.quota_date, %(today)s),
     next_available_at = COALESCE(v.lease, e.next_available_at)
 FROM unnest(%(ids)s::uuid[], %(ns)s::int[], %(leases)s::timestamptz[]) AS v(id, n, lease)
 WHERE e.id = v.id
@@ -136,17 +141,25 @@ def charge_services(*, charges: Sequence[tuple[uuid.UUID, int, dt.datetime | Non
     )
 
 
+# What was claimed goes out only under the service's current settings: not
+# through a service disabled since the claim, and not unspaced through one
+# that had no sending rate at claim time and has one now.
 START_SQL = """
-UPDATE subtasks s SET status = 'processing', updated_at = %(now)s
-FROM tasks t
+UPDATE subtasks s SET status = 'processing', updated_at = statement_timestamp()
+FROM tasks t, email_services e
 WHERE s.id = ANY(%(ids)s::uuid[]) AND s.claim_token = %(token)s AND s.status = 'allocated'
   AND t.id = s.task_id AND t.status IN ('pending', 'sending')
+  AND e.id = s.service_id AND e.is_enabled
+  AND NOT (e.id = ANY(%(unlimited)s::uuid[]) AND COALESCE(e.sending_rate, %(default_rate)s) > 0)
 RETURNING s.id
 """
 
 
-def start(*, ids: Sequence[uuid.UUID], token: uuid.UUID, now: dt.datetime) -> set[uuid.UUID]:
-    return {row[0] for row in _execute(START_SQL, {"ids": array(ids), "token": token, "now": now})}
+def start(
+    *, ids: Sequence[uuid.UUID], token: uuid.UUID, unlimited: Collection[uuid.UUID], default_rate: float
+) -> set[uuid.UUID]:
+    params = {"ids": array(ids), "token": token, "unlimited": array(list(unlimited)), "default_rate": default_rate}
+    return {row[0] for row in _execute(START_SQL, params)}
 
 
 SENT_SQL = """
@@ -198,26 +211,37 @@ SET total_sent = e.total_sent + v.ok,
              ELSE e.success_rate * v.keep + v.batch_rate * (1 - v.keep) END, 2), 0), 100),
     avg_response_time = ROUND(CASE WHEN e.total_sent + e.total_failed = 0 THEN v.mean_ms
                                    ELSE e.avg_response_time * v.keep + v.mean_ms * (1 - v.keep) END),
-    last_sent_at = COALESCE(v.last_ok, e.last_sent_at),
+    last_sent_at = CASE WHEN v.last_ok IS NOT NULL THEN statement_timestamp() ELSE e.last_sent_at END,
     consecutive_failures = CASE WHEN v.last_ok IS NOT NULL THEN v.trail
                                 ELSE e.consecutive_failures + v.faults END,
     backoff_level = CASE WHEN v.last_ok IS NOT NULL THEN 0 ELSE e.backoff_level END,
     backoff_until = CASE WHEN v.last_ok IS NOT NULL THEN NULL ELSE e.backoff_until END,
-    next_available_at = CASE WHEN v.rate > 0 THEN statement_timestamp() + v.rate * interval '1 second'
-                             ELSE e.next_available_at END
+    next_available_at = CASE
+        -- Only this claim's own lease ends here: a late record (its lease ran
+        -- out and another claim holds the service now) leaves the new lease be.
+        WHEN v.lease IS NOT NULL THEN
+            CASE WHEN e.next_available_at = v.lease
+                 THEN statement_timestamp() + COALESCE(e.sending_rate, %(default_rate)s) * interval '1 second'
+                 ELSE e.next_available_at END
+        -- Claimed without a rate; if one was set since, space from this send (never earlier).
+        WHEN COALESCE(e.sending_rate, %(default_rate)s) > 0 THEN GREATEST(
+            e.next_available_at,
+            statement_timestamp() + COALESCE(e.sending_rate, %(default_rate)s) * interval '1 second')
+        ELSE e.next_available_at END
 FROM unnest(%(ids)s::uuid[], %(ok)s::int[], %(failed)s::int[], %(batch_rate)s::numeric[], %(keep)s::numeric[],
             %(mean_ms)s::numeric[], %(last_ok)s::timestamptz[], %(trail)s::int[], %(faults)s::int[],
-            %(rate)s::float8[])
-     AS v(id, ok, failed, batch_rate, keep, mean_ms, last_ok, trail, faults, rate)
+            %(lease)s::timestamptz[])
+     AS v(id, ok, failed, batch_rate, keep, mean_ms, last_ok, trail, faults, lease)
 WHERE e.id = v.id
 RETURNING e.id, e.name, e.consecutive_failures
 """
 
 
-def update_service_stats(*, rows: Sequence[dict]) -> list[tuple[uuid.UUID, str, int]]:
+def update_service_stats(*, rows: Sequence[dict], default_rate: float) -> list[tuple[uuid.UUID, str, int]]:
     """One statement for every service of a batch; see outcomes.ServiceBatch for the fields."""
-    keys = ("ids", "ok", "failed", "batch_rate", "keep", "mean_ms", "last_ok", "trail", "faults", "rate")
-    params = {key: array([row[key] for row in rows]) for key in keys}
+    keys = ("ids", "ok", "failed", "batch_rate", "keep", "mean_ms", "last_ok", "trail", "faults", "lease")
+    params: dict[str, object] = {key: array([row[key] for row in rows]) for key in keys}
+    params["default_rate"] = default_rate
     return _execute(SERVICE_STATS_SQL, params)
 
 

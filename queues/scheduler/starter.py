@@ -102,10 +102,12 @@ class SendStarter:
         by_token: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         for work in batch:
             by_token[work.token].append(work.item.id)
+        # Services claimed without a sending rate: their mails were claimed in bulk, unspaced.
+        unlimited = {work.item.service_id for work in batch if not work.rate}
         allowed: set[uuid.UUID] = set()
         try:
             for token, ids in by_token.items():
-                allowed |= claims_start(token=token, ids=ids)
+                allowed |= claims_start(token=token, ids=ids, unlimited=unlimited)
         except Exception as exc:  # the database above all: nothing was sent, so give the batch back
             level = logging.WARNING if isinstance(exc, DatabaseError) else logging.ERROR
             logger.log(

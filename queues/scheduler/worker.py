@@ -32,9 +32,11 @@ from types import FrameType
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from django.db.models import Min, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from edm.dbclock import db_now
 from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
 from queues.models import EmailService, SubTask, Task, UserQueue
@@ -128,6 +130,7 @@ class SchedulerWorker:
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
+        self._clock_offset = dt.timedelta(0)  # database's clock minus this host's
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
         # Claimed work waits here, allocated, until the senders are about to take it up.
         self._starter = SendStarter(
@@ -235,8 +238,11 @@ class SchedulerWorker:
                     self._wait_for_capacity(0.5)
                     continue
                 started = time.perf_counter()
+                host_now = timezone.now()
                 claim = claim_subtasks(worker_id=self.worker_id, limit=min(batch, free), queue_config=config)
                 metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
+                if claim.started_at is not None:
+                    self._clock_offset = claim.started_at - host_now
                 db_failures = 0
                 if claim.status is ClaimStatus.CLAIMED:
                     self._claim_ms.append((time.perf_counter() - started) * 1000)
@@ -271,7 +277,7 @@ class SchedulerWorker:
         if self._in_flight:
             # Outcomes about to be recorded free rate-limited services and may queue retries.
             return RETRY_SLEEP_SECONDS * 5
-        now = timezone.now()
+        now = db_now()
         if status is ClaimStatus.NO_SERVICE:
             limit = config["no_service_sleep_seconds"]
             soonest = EmailService.objects.filter(is_enabled=True, next_available_at__gt=now).aggregate(
@@ -442,8 +448,12 @@ class SchedulerWorker:
             for transport in transports.values():
                 transport.close()
 
+    def _now(self) -> dt.datetime:
+        """The host's clock corrected to the database's (as measured at the last claim), for recorded moments."""
+        return timezone.now() + self._clock_offset
+
     def _send(self, work: WorkItem, transports: dict) -> SendResult:
-        started_at = timezone.now()
+        started_at = self._now()
         transport = transports.get(work.service.id)
         if transport is None or transport.config.version != work.service.version:
             if transport is not None:
@@ -455,7 +465,7 @@ class SchedulerWorker:
         except Exception as exc:  # a bug or a template error must fail this mail, not the worker
             logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
             delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
-        finished_at = timezone.now()
+        finished_at = self._now()
         metrics.SEND_SECONDS.labels(delivery.outcome).observe((finished_at - started_at).total_seconds())
         return SendResult(
             item=work.item,
@@ -466,6 +476,7 @@ class SchedulerWorker:
             rate=work.rate,
             service_failures=work.service_failures,
             timeout=work.service.timeout,
+            lease=work.lease,
         )
 
     # --- recorder thread --------------------------------------------------------------
@@ -582,9 +593,8 @@ class SchedulerWorker:
 
 def work_remaining() -> bool:
     """Is any subtask of a runnable, due task still to be sent (now or after a retry delay)?"""
-    now = timezone.now()
     return SubTask.objects.filter(
-        Q(task__scheduled_at__isnull=True) | Q(task__scheduled_at__lte=now),
+        Q(task__scheduled_at__isnull=True) | Q(task__scheduled_at__lte=Now()),
         status__in=(SubTask.Status.PENDING, SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING),
         task__status__in=(Task.Status.PENDING, Task.Status.SENDING),
     ).exists()

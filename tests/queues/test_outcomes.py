@@ -40,6 +40,7 @@ def result(claim, item, delivery: Delivery, *, ms: int = 40, rate: float = 0.0, 
         finished_at=finished,
         rate=rate,
         service_failures=failures,
+        lease=claim.leases.get(item.service_id),
     )
 
 
@@ -150,8 +151,8 @@ def test_a_failing_service_backs_off_doubling_and_recovers_with_an_alert(email_s
     service = email_service_factory(sending_rate=0)
     fault = Delivery(TRANSIENT, None, "connection refused", service_fault=True)
 
-    claim = claimed(user, 3)
-    record([result(claim, item, fault) for item in claim.items])
+    claim = claimed(user, 4)
+    record([result(claim, item, fault) for item in claim.items[:3]])
     service.refresh_from_db()
     assert (service.consecutive_failures, service.backoff_level) == (3, 1)
     first_backoff = service.backoff_until
@@ -160,10 +161,12 @@ def test_a_failing_service_backs_off_doubling_and_recovers_with_an_alert(email_s
     assert (alert.status, alert.severity) == ("open", "critical")
     assert "backs off for 10 s" in alert.message
 
-    # Failures still arriving from sends under way do not back it off again.
+    # Backed off, it is not claimable, even when something moves next_available_at back.
     EmailService.objects.filter(pk=service.pk).update(next_available_at=None)
-    late = claimed(user, 1)  # (claims are possible again only because the test moved next_available_at)
-    record([result(late, late.items[0], fault)])
+    assert claim_subtasks(worker_id="w1", limit=1, queue_config=get_config_by_category("queue")).items == []
+
+    # Failures still arriving from sends under way do not back it off again.
+    record([result(claim, claim.items[3], fault)])
     service.refresh_from_db()
     assert service.backoff_level == 1
 

@@ -1,0 +1,90 @@
+"""Scheduler processes whose hosts' clocks are off by minutes or a day keep every cross-process promise.
+
+Each test runs real ``run_scheduler`` processes, one of them under a skewed
+wall clock (libfaketime; its monotonic clock stays real), against PostgreSQL
+and a real SMTP server. Every moment compared across processes comes from the
+database's clock, so the skew changes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from config.services import get_config_by_category
+from edm.dbclock import db_now
+from queues.models import SubTask, UserQueue
+from queues.scheduler.claim import claim_subtasks, quota_day
+from queues.services import task_create
+from tests.processes import skewed_clock
+from tests.schedulers import wait_until
+
+pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
+
+
+def make_task(owner, n: int):
+    return task_create(
+        owner=owner,
+        name="t",
+        subject="s",
+        body_text="b",
+        recipients=[f"r{i}@{owner.username}.example" for i in range(n)],
+    )
+
+
+def test_a_host_lagging_past_the_lease_cannot_send_alongside_another(
+    smtp_sink, email_service_factory, user, queue_config, schedulers
+):
+    # The lagging host's claims used to write a lease that had already ended by
+    # the database's clock, so another process claimed the service mid-send.
+    smtp_sink.latency = 1.0
+    queue_config(send_lease_seconds=120, claim_batch_size=1)
+    service = email_service_factory(port=smtp_sink.port, sending_rate=2.0)
+    make_task(user, 3)
+
+    lagging = schedulers.start_one("--until-empty", worker_id="lagging", env=skewed_clock("-300s"))
+    wait_until(lambda: SubTask.objects.filter(claimed_by="lagging").exists(), timeout=60, what="the lagging claim")
+    schedulers.start_one("--until-empty", worker_id="on-time")
+    assert schedulers.wait(timeout=120) == [0, 0], schedulers.logs()
+
+    arrivals = sorted(r.received_at for r in smtp_sink.snapshot())
+    assert len(arrivals) == 3
+    assert min(b - a for a, b in itertools.pairwise(arrivals)) >= service.sending_rate
+    assert lagging.returncode == 0
+
+
+def test_a_host_a_day_ahead_counts_the_quota_in_the_databases_day(
+    smtp_sink, email_service_factory, user, queue_config, schedulers
+):
+    queue_config(claim_batch_size=1)
+    service = email_service_factory(port=smtp_sink.port, sending_rate=0)
+    make_task(user, 2)
+    today = quota_day(db_now(), "UTC")
+
+    schedulers.start_one("--once", worker_id="tomorrow", env=skewed_clock("+1d"))
+    assert schedulers.wait(timeout=60) == [0], schedulers.logs()
+    service.refresh_from_db()
+    assert (service.quota_date, service.used_quota) == (today, 1)
+
+    # A host on the database's day goes on counting the same day, not from zero.
+    assert len(claim_subtasks(worker_id="here", limit=1, queue_config=get_config_by_category("queue")).items) == 1
+    service.refresh_from_db()
+    assert (service.quota_date, service.used_quota) == (today, 2)
+
+
+def test_a_lagging_host_sends_the_users_it_serves_to_the_back_of_the_rotation(
+    smtp_sink, email_service_factory, user_factory, queue_config, schedulers
+):
+    queue_config(claim_batch_size=1)
+    email_service_factory(port=smtp_sink.port, sending_rate=0)
+    first, second = user_factory.create_batch(2)
+    make_task(first, 2)
+    make_task(second, 2)
+
+    schedulers.start_one("--once", worker_id="lagging", env=skewed_clock("-300s"))
+    assert schedulers.wait(timeout=60) == [0], schedulers.logs()
+
+    assert SubTask.objects.get(status="sent").owner_id == first.pk
+    turns = dict(UserQueue.objects.values_list("user_id", "turn"))
+    assert turns[first.pk] > turns[second.pk]  # served, so behind the user still waiting
