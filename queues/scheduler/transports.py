@@ -35,6 +35,10 @@ PERMANENT = "permanent"
 # A reused connection idle longer than this is checked with NOOP first: relays
 # close idle sessions, and a failure before MAIL FROM is cheap to retry.
 IDLE_CHECK_SECONDS = 20.0
+# A whole send (connect, envelope, DATA, the final reply) may take this many
+# of the service's socket timeouts, never more: the worker's deadline, the
+# backend bound below and recovery's horizons all count on it.
+SEND_TIMEOUTS = 3
 
 
 @dataclass(frozen=True)

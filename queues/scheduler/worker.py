@@ -49,14 +49,13 @@ from queues.scheduler.claim import (
 from queues.scheduler.messages import CompiledTask, compile_task, render_mail
 from queues.scheduler.outcomes import OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.starter import SendStarter
-from queues.scheduler.transports import TRANSIENT, Delivery, ServiceConfig, open_transport
+from queues.scheduler.transports import SEND_TIMEOUTS, TRANSIENT, Delivery, ServiceConfig, open_transport
 
 logger = logging.getLogger("queues.scheduler")
 
 HEARTBEAT_SECONDS = 2.0  # recovery.worker_dead_seconds must allow several to be missed
 RETRY_SLEEP_SECONDS = 0.01
 IDLE_TICK_SECONDS = 0.5  # idle sleeps re-read the configuration this often
-SEND_TIMEOUTS = 3  # a whole send may take this many socket timeouts
 # How long the recorder waits to write outcomes together. Short: a
 # rate-limited service stays reserved until its send is recorded.
 RECORD_WAIT_SECONDS = 0.02
