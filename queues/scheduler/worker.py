@@ -46,10 +46,17 @@ from queues.scheduler.claim import (
     claims_release,
     effective_rate,
 )
-from queues.scheduler.messages import CompiledTask, compile_task, render_mail
+from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_task, render_mail
 from queues.scheduler.outcomes import OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.starter import SendStarter
-from queues.scheduler.transports import SEND_TIMEOUTS, TRANSIENT, Delivery, ServiceConfig, open_transport
+from queues.scheduler.transports import (
+    PERMANENT,
+    SEND_TIMEOUTS,
+    TRANSIENT,
+    Delivery,
+    ServiceConfig,
+    open_transport,
+)
 
 logger = logging.getLogger("queues.scheduler")
 
@@ -451,6 +458,8 @@ class SchedulerWorker:
         try:
             mail = render_mail(work.task, work.item, work.service.from_email, work.item.message_id)
             delivery = transport.send(mail, deadline=time.monotonic() + work.budget)
+        except UnsendableAddress as exc:  # no retry can change the address
+            delivery = Delivery(PERMANENT, None, str(exc))
         except Exception as exc:  # a bug or a template error must fail this mail, not the worker
             logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
             delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
