@@ -16,17 +16,24 @@ What is transient and what is permanent, by SMTP stage:
 
 from __future__ import annotations
 
+import inspect
+import logging
 import re
 import smtplib
 import ssl
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.utils.module_loading import import_string
 
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail
+
+logger = logging.getLogger(__name__)
 
 SENT = "sent"
 TRANSIENT = "transient"
@@ -294,56 +301,119 @@ def _reply_delivery(code: int, reply: bytes | str) -> Delivery:
 
 
 class BackendTransport:
-    """A Django e-mail backend (for instance an ESP's) with its connection kept open."""
+    """A Django e-mail backend (for instance an ESP's) with its connection kept open.
+
+    A backend has no deadline of its own: it gets the service's timeout where
+    it takes one (Django's SMTP backend: ``timeout``), and the whole call runs
+    on this transport's own thread, waited for no longer than the send's
+    deadline. A call that overruns is abandoned (its backend closed once it
+    returns) and reported as a transient failure whose outcome is unknown.
+    """
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._backend = None
+        self._runner: ThreadPoolExecutor | None = None
 
     def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
-        # A backend's own timeouts apply (an HTTP API's, say); the deadline cannot reach inside it.
+        if deadline is None:
+            deadline = time.monotonic() + SEND_TIMEOUTS * self.config.timeout
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backend-{self.config.name}")
+        call = self._runner.submit(self._send, mail)
+        try:
+            return call.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            self._abandon()
+            budget = SEND_TIMEOUTS * self.config.timeout
+            return Delivery(
+                TRANSIENT,
+                None,
+                f"the backend did not finish within the send's deadline ({budget:g} s)",
+                service_fault=True,
+                unknown=True,
+            )
+
+    def _send(self, mail: RenderedMail) -> Delivery:
         try:
             if self._backend is None:
-                self._backend = get_connection(
-                    self.config.backend_path, fail_silently=False, **self.config.backend_options
-                )
+                self._backend = get_connection(self.config.backend_path, fail_silently=False, **self._options())
                 self._backend.open()
-            message = EmailMultiAlternatives(
-                subject=mail.subject,
-                body=mail.text or "",
-                from_email=mail.from_header,
-                to=[mail.recipient],
-                reply_to=[mail.reply_to] if mail.reply_to else None,
-                headers={"Message-ID": mail.message_id},
-                connection=self._backend,
-            )
-            if mail.html is not None:
-                if mail.text is None:
-                    message.body = mail.html
-                    message.content_subtype = "html"
-                else:
-                    message.attach_alternative(mail.html, "text/html")
-            sent = self._backend.send_messages([message])
+            sent = self._backend.send_messages([self._message(mail)])
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             return _reply_delivery(code, reply)
         except smtplib.SMTPResponseException as exc:
-            self.close()
+            self._close_backend()
             return _reply_delivery(exc.smtp_code, exc.smtp_error)
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+            # Where the conversation stood is the backend's secret: the server may have the mail.
+            self._close_backend()
+            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True, unknown=True)
         except Exception as exc:  # third-party backends raise anything: the service is at fault
-            self.close()
+            self._close_backend()
             return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True)
         if not sent:
             return Delivery(TRANSIENT, None, "the backend reported nothing sent", service_fault=True)
         return Delivery(SENT, 250, "accepted by backend")
 
-    def close(self) -> None:
+    def _options(self) -> dict:
+        """The service's backend options, plus its timeout for a backend that takes one."""
+        options = dict(self.config.backend_options)
+        backend_class = import_string(self.config.backend_path)
+        if "timeout" in inspect.signature(backend_class.__init__).parameters:
+            options.setdefault("timeout", self.config.timeout)
+        return options
+
+    def _message(self, mail: RenderedMail) -> EmailMultiAlternatives:
+        message = EmailMultiAlternatives(
+            subject=mail.subject,
+            body=mail.text or "",
+            from_email=mail.from_header,
+            to=[mail.recipient],
+            reply_to=[mail.reply_to] if mail.reply_to else None,
+            headers={"Message-ID": mail.message_id},
+            connection=self._backend,
+        )
+        if mail.html is not None:
+            if mail.text is None:
+                message.body = mail.html
+                message.content_subtype = "html"
+            else:
+                message.attach_alternative(mail.html, "text/html")
+        return message
+
+    def _abandon(self) -> None:
+        """Leave the overrunning call to its thread; close its backend when it returns."""
+        runner, self._runner = self._runner, None
+        backend, self._backend = self._backend, None
+        if runner is None:
+            return
+        if backend is not None:
+            runner.submit(_close_quietly, backend)
+        runner.shutdown(wait=False)
+
+    def _close_backend(self) -> None:
         backend, self._backend = self._backend, None
         if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # closing a broken backend must not stop the worker
-                return
+            _close_quietly(backend)
+
+    def close(self) -> None:
+        runner = self._runner
+        if runner is not None:
+            # On the transport's thread, after any call still under way.
+            runner.submit(self._close_backend)
+            runner.shutdown(wait=False)
+            self._runner = None
+        else:
+            self._close_backend()
+
+
+def _close_quietly(backend) -> None:
+    try:
+        backend.close()
+    except Exception:  # closing a broken backend must not stop the worker
+        logger.debug("closing a backend failed", exc_info=True)
 
 
 def open_transport(config: ServiceConfig) -> SmtpTransport | BackendTransport:

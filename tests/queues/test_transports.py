@@ -13,6 +13,7 @@ from django.core import mail as django_mail
 
 from queues.scheduler.messages import RenderedMail
 from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, ServiceConfig, open_transport
+from tests.faults.harness import TarPit
 
 
 def config(port: int, **overrides) -> ServiceConfig:
@@ -202,3 +203,50 @@ def test_an_untrusted_certificate_is_refused(certificate):
     assert (delivery.outcome, delivery.service_fault) == (TRANSIENT, True)
     assert "CERTIFICATE_VERIFY_FAILED" in delivery.reply
     assert sink.snapshot() == []
+
+
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
+def smtp_backend(port: int, **options) -> ServiceConfig:
+    return config(
+        port,
+        transport="backend",
+        backend_path=SMTP_BACKEND,
+        backend_options={"host": "127.0.0.1", "port": port, **options},
+        timeout=0.5,
+    )
+
+
+def test_a_backend_that_takes_a_timeout_gets_the_services():
+    # Django's SMTP backend against a server that never greets: EMAIL_TIMEOUT (10 s) unless told otherwise.
+    tarpit = TarPit()
+    try:
+        transport = open_transport(smtp_backend(tarpit.port))
+        delivery = transport.send(mail())
+        transport.close()
+    finally:
+        tarpit.close()
+    assert (delivery.outcome, delivery.code, delivery.service_fault, delivery.unknown) == (TRANSIENT, None, True, True)
+    assert delivery.reply == "SMTPServerDisconnected: Connection unexpectedly closed: timed out"
+    assert len(tarpit.held) == 1
+
+
+def test_a_backend_call_that_overruns_the_deadline_is_an_unknown_outcome():
+    # The operator's own, longer, timeout: the whole call is still bounded by the send's deadline.
+    tarpit = TarPit()
+    try:
+        transport = open_transport(smtp_backend(tarpit.port, timeout=60))
+        delivery = transport.send(mail())
+        transport.close()
+    finally:
+        tarpit.close()
+    assert (delivery.outcome, delivery.code, delivery.service_fault, delivery.unknown) == (TRANSIENT, None, True, True)
+    assert delivery.reply == "the backend did not finish within the send's deadline (1.5 s)"
+
+
+def test_a_backend_service_sends_through_a_real_smtp_server(smtp_sink):
+    transport = open_transport(smtp_backend(smtp_sink.port))
+    assert transport.send(mail(message_id="<be@t>")).outcome == SENT
+    transport.close()
+    assert [r.message_id for r in smtp_sink.snapshot()] == ["<be@t>"]
