@@ -21,10 +21,9 @@ import logging
 import re
 import smtplib
 import ssl
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -304,27 +303,24 @@ class BackendTransport:
     """A Django e-mail backend (for instance an ESP's) with its connection kept open.
 
     A backend has no deadline of its own: it gets the service's timeout where
-    it takes one (Django's SMTP backend: ``timeout``), and the whole call runs
-    on this transport's own thread, waited for no longer than the send's
-    deadline. A call that overruns is abandoned (its backend closed once it
-    returns) and reported as a transient failure whose outcome is unknown.
+    it takes one (Django's SMTP backend: ``timeout``), and each call runs on a
+    daemon thread, waited for no longer than the send's deadline. A call that
+    overruns is abandoned (its backend closed once it returns, never reused;
+    a daemon thread never holds up the process's exit) and reported as a
+    transient failure whose outcome is unknown.
     """
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._backend = None
-        self._runner: ThreadPoolExecutor | None = None
 
     def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
         if deadline is None:
             deadline = time.monotonic() + SEND_TIMEOUTS * self.config.timeout
-        if self._runner is None:
-            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backend-{self.config.name}")
-        call = self._runner.submit(self._send, mail)
-        try:
-            return call.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            self._abandon()
+        call = _BackendCall(self, self._backend, mail)
+        self._backend = None  # the call owns it until it hands it back
+        finished = call.wait(deadline - time.monotonic())
+        if finished is None:
             budget = SEND_TIMEOUTS * self.config.timeout
             return Delivery(
                 TRANSIENT,
@@ -333,29 +329,32 @@ class BackendTransport:
                 service_fault=True,
                 unknown=True,
             )
+        delivery, self._backend = finished
+        return delivery
 
-    def _send(self, mail: RenderedMail) -> Delivery:
+    def call(self, backend, mail: RenderedMail) -> tuple[Delivery, object | None]:
+        """One send through ``backend`` (opened first if None); returns the backend still usable, or None."""
         try:
-            if self._backend is None:
-                self._backend = get_connection(self.config.backend_path, fail_silently=False, **self._options())
-                self._backend.open()
-            sent = self._backend.send_messages([self._message(mail)])
+            if backend is None:
+                backend = get_connection(self.config.backend_path, fail_silently=False, **self._options())
+                backend.open()
+            sent = backend.send_messages([self._message(mail, backend)])
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
-            return _reply_delivery(code, reply)
+            return _reply_delivery(code, reply), backend
         except smtplib.SMTPResponseException as exc:
-            self._close_backend()
-            return _reply_delivery(exc.smtp_code, exc.smtp_error)
+            _close_quietly(backend)
+            return _reply_delivery(exc.smtp_code, exc.smtp_error), None
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             # Where the conversation stood is the backend's secret: the server may have the mail.
-            self._close_backend()
-            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True, unknown=True)
+            _close_quietly(backend)
+            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True, unknown=True), None
         except Exception as exc:  # third-party backends raise anything: the service is at fault
-            self._close_backend()
-            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True)
+            _close_quietly(backend)
+            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True), None
         if not sent:
-            return Delivery(TRANSIENT, None, "the backend reported nothing sent", service_fault=True)
-        return Delivery(SENT, 250, "accepted by backend")
+            return Delivery(TRANSIENT, None, "the backend reported nothing sent", service_fault=True), backend
+        return Delivery(SENT, 250, "accepted by backend"), backend
 
     def _options(self) -> dict:
         """The service's backend options, plus its timeout for a backend that takes one."""
@@ -365,7 +364,8 @@ class BackendTransport:
             options.setdefault("timeout", self.config.timeout)
         return options
 
-    def _message(self, mail: RenderedMail) -> EmailMultiAlternatives:
+    @staticmethod
+    def _message(mail: RenderedMail, backend) -> EmailMultiAlternatives:
         message = EmailMultiAlternatives(
             subject=mail.subject,
             body=mail.text or "",
@@ -373,7 +373,7 @@ class BackendTransport:
             to=[mail.recipient],
             reply_to=[mail.reply_to] if mail.reply_to else None,
             headers={"Message-ID": mail.message_id},
-            connection=self._backend,
+            connection=backend,
         )
         if mail.html is not None:
             if mail.text is None:
@@ -383,33 +383,45 @@ class BackendTransport:
                 message.attach_alternative(mail.html, "text/html")
         return message
 
-    def _abandon(self) -> None:
-        """Leave the overrunning call to its thread; close its backend when it returns."""
-        runner, self._runner = self._runner, None
-        backend, self._backend = self._backend, None
-        if runner is None:
-            return
-        if backend is not None:
-            runner.submit(_close_quietly, backend)
-        runner.shutdown(wait=False)
-
-    def _close_backend(self) -> None:
+    def close(self) -> None:
         backend, self._backend = self._backend, None
         if backend is not None:
             _close_quietly(backend)
 
-    def close(self) -> None:
-        runner = self._runner
-        if runner is not None:
-            # On the transport's thread, after any call still under way.
-            runner.submit(self._close_backend)
-            runner.shutdown(wait=False)
-            self._runner = None
-        else:
-            self._close_backend()
+
+class _BackendCall:
+    """One backend send on its own daemon thread; abandoned calls close their backend when they return."""
+
+    def __init__(self, transport: BackendTransport, backend, mail: RenderedMail) -> None:
+        self._lock = threading.Lock()
+        self._result: tuple[Delivery, object | None] | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, args=(transport, backend, mail), name=f"backend-{transport.config.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, transport: BackendTransport, backend, mail: RenderedMail) -> None:
+        result = transport.call(backend, mail)
+        with self._lock:
+            if not self._abandoned:
+                self._result = result
+                return
+        if result[1] is not None:
+            _close_quietly(result[1])
+
+    def wait(self, timeout: float) -> tuple[Delivery, object | None] | None:
+        """The call's outcome and backend, or None if it did not finish in time (then it is abandoned)."""
+        self._thread.join(max(0.0, timeout))
+        with self._lock:
+            if self._result is None:
+                self._abandoned = True
+            return self._result
 
 
 def _close_quietly(backend) -> None:
+    if backend is None:  # it never opened
+        return
     try:
         backend.close()
     except Exception:  # closing a broken backend must not stop the worker

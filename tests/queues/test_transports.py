@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 
@@ -14,6 +15,8 @@ from django.core import mail as django_mail
 from queues.scheduler.messages import RenderedMail
 from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, ServiceConfig, open_transport
 from tests.faults.harness import TarPit
+from tests.processes import child_environment
+from tests.schedulers import ROOT
 
 
 def config(port: int, **overrides) -> ServiceConfig:
@@ -243,6 +246,39 @@ def test_a_backend_call_that_overruns_the_deadline_is_an_unknown_outcome():
         tarpit.close()
     assert (delivery.outcome, delivery.code, delivery.service_fault, delivery.unknown) == (TRANSIENT, None, True, True)
     assert delivery.reply == "the backend did not finish within the send's deadline (1.5 s)"
+
+
+ABANDON_AND_EXIT = """
+import sys, time, uuid
+import django
+django.setup()
+from queues.scheduler.messages import RenderedMail
+from queues.scheduler.transports import ServiceConfig, open_transport
+port = int(sys.argv[1])
+config = ServiceConfig(
+    id=uuid.uuid4(), name="t", transport="backend", host="", port=0, username="", password="", security="none",
+    timeout=0.2, backend_path="django.core.mail.backends.smtp.EmailBackend",
+    backend_options={"host": "127.0.0.1", "port": port, "timeout": 600}, from_email="a@b.example", version="1",
+)
+mail = RenderedMail("a@b.example", "c@d.example", "<m@t>", "s", "b", None, "a@b.example", "", b"x")
+print(open_transport(config).send(mail).unknown)
+"""
+
+
+def test_an_abandoned_backend_call_does_not_hold_up_the_process_exit():
+    tarpit = TarPit()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", ABANDON_AND_EXIT, str(tarpit.port)],
+            env=child_environment(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,  # the backend's own timeout (600 s) would hold a non-daemon thread far longer
+        )
+    finally:
+        tarpit.close()
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
 
 
 def test_a_backend_service_sends_through_a_real_smtp_server(smtp_sink):
