@@ -199,7 +199,8 @@ _SETTINGS = [
         "subtask_timeout_minutes",
         float,
         10.0,
-        "A subtask claimed this long ago without an outcome goes back to the queue.",
+        "A subtask claimed this long ago without an outcome goes back to the queue (never before three of its "
+        "service's timeouts plus a minute: a send still under way is not overlapped).",
         1,
         10080,
     ),

@@ -23,6 +23,7 @@ from queues.templates import MailTemplate, compile_template, contact_context
 
 CRLF = b"\r\n"
 MAX_LINE = 998
+MAX_ADDRESS = 254  # RFC 5321's path limit, less the angle brackets
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,14 @@ def smtp_address(address: str) -> str:
             f"recipient {address!r} cannot be sent: its local part is not ASCII (SMTPUTF8 is not supported)"
         )
     try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
+        encoded = f"{local}@{domain.encode('idna').decode('ascii')}"
     except UnicodeError as exc:
         raise UnsendableAddress(f"recipient {address!r} cannot be sent: its domain is not valid IDNA ({exc})") from None
+    if len(encoded) > MAX_ADDRESS:
+        raise UnsendableAddress(
+            f"recipient {address!r} cannot be sent: IDNA-encoded it is {len(encoded)} characters, over {MAX_ADDRESS}"
+        )
+    return encoded
 
 
 def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, message_id: str) -> RenderedMail:
