@@ -159,7 +159,7 @@ class FailureRecoveryService:
                 report.counts[f"{candidate.rule}.already_done"] += 1
                 continue
             reset.append(candidate.id)
-            services.add(candidate, action, self.now, self.queue_config)
+            services.add(candidate, self.now, self.queue_config)
             report.counts[f"{candidate.rule}.{action}"] += 1
             if when is not None:
                 activate[candidate.owner_id] = min(when, activate.get(candidate.owner_id, when))
@@ -301,7 +301,7 @@ class _ServiceChanges:
         # service -> {lease as the claim set it: when the service may send again}
         self.leases: dict[uuid.UUID, dict[dt.datetime, dt.datetime]] = {}
 
-    def add(self, c: Candidate, action: str, now: dt.datetime, queue_config: dict) -> None:
+    def add(self, c: Candidate, now: dt.datetime, queue_config: dict) -> None:
         if c.service_id is None or c.claimed_at is None:
             return
         started = c.status == SubTask.Status.PROCESSING
