@@ -57,7 +57,7 @@ def test_kill_9_of_a_busy_scheduler_at_defaults_is_whole_within_a_minute(
     smtp_sink.latency = 1.0  # each send is under way for a second
     victim = schedulers.start_one(*SELF_CONTAINED, "--concurrency", "20", worker_id="victim")
     wait_for(
-        lambda: held_by("victim") >= 30 and held_by("victim", "processing") >= 15,
+        lambda: held_by("victim") >= 20 and held_by("victim", "processing") >= 10,
         timeout=60,
         what="the victim holding claims, many mid-send",
     )
@@ -88,5 +88,5 @@ def test_kill_9_of_a_busy_scheduler_at_defaults_is_whole_within_a_minute(
     assert statuses() == {"sent": TOTAL}
     assert delivery.lost == 0
     assert delivery.duplicates <= mid_send
-    assert held >= 30
+    assert held >= 20
     check_rate_and_quota(smtp_sink, services)
