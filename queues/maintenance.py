@@ -8,7 +8,9 @@ PostgreSQL advisory lock (``pg_try_advisory_xact_lock``), which goes with the
 transaction, so a sweep killed half-way leaves nothing locked. (On SQLite the
 transaction's write lock serialises sweeps the same way.) ``maintenance_runs``
 records when each sweep last ran and what it did, so that several processes
-do not repeat a sweep that one of them has just done.
+do not repeat a sweep that one of them has just done. Those moments, and the
+quota day, are the database's (``edm.dbclock``): a host whose clock is off
+neither repeats sweeps, nor skips them, nor resets a quota day early.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from edm.dbclock import db_now
 from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
 from monitoring.services.samples import queue_sample_take, queue_samples_prune
@@ -49,8 +52,11 @@ def recover_stuck() -> dict:
 
 
 def reset_quotas() -> dict:
-    """A service whose used_quota counts an earlier quota day starts the new one from zero."""
-    today = quota_day(timezone.now(), get_config_by_category("queue")["quota_timezone"])
+    """A service whose used_quota counts an earlier quota day starts the new one from zero.
+
+    Only ever forwards: a quota day later than the database's today is left alone.
+    """
+    today = quota_day(db_now(), get_config_by_category("queue")["quota_timezone"])
     reset = EmailService.objects.filter(Q(quota_date__lt=today) | Q(quota_date__isnull=True)).update(
         used_quota=0, quota_date=today
     )
@@ -62,6 +68,7 @@ def alert_waiting_tasks() -> dict:
 
 
 def sample_queue() -> dict:
+    # A chart's time stamp, compared with nothing another process wrote: the host's clock will do.
     now = timezone.now()
     queue_sample_take(now=now)
     return {"samples_deleted": queue_samples_prune(now=now)}
@@ -69,7 +76,7 @@ def sample_queue() -> dict:
 
 def prune() -> dict:
     config = get_config_by_category("maintenance")
-    now = timezone.now()
+    now = db_now()
     attempts, _ = SendAttempt.objects.filter(
         started_at__lt=now - dt.timedelta(days=config["attempt_retention_days"])
     ).delete()
@@ -128,7 +135,7 @@ def run_sweep(name: str, *, force: bool = False) -> dict | None:
     Returns what it did, or None if it was skipped.
     """
     sweep = SWEEPS[name]
-    now = timezone.now()
+    now = db_now()
     with transaction.atomic():
         if not _try_lock(name):
             return None
@@ -138,7 +145,7 @@ def run_sweep(name: str, *, force: bool = False) -> dict | None:
             return None
         run.last_started_at = now
         result = sweep.func()
-        run.last_finished_at = timezone.now()
+        run.last_finished_at = db_now()
         run.last_result = result
         run.totals = {
             **run.totals,
@@ -153,7 +160,7 @@ def run_sweep(name: str, *, force: bool = False) -> dict | None:
 
 def due_sweeps() -> list[str]:
     """The sweeps whose interval has passed since they last started (one cheap query)."""
-    now = timezone.now()
+    now = db_now()
     started = dict(MaintenanceRun.objects.values_list("name", "last_started_at"))
     return [
         name

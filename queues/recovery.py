@@ -6,15 +6,24 @@ Rules, thresholds from the ``recovery`` settings:
   ``worker_dead_seconds`` (or that stopped, or has no heartbeat at all) is
   recovered at once;
 - ``timeout``: a subtask claimed and not updated for ``subtask_timeout_minutes``
-  is recovered (the plan's rule: error "Reset due to timeout");
+  is recovered (the plan's rule: error "Reset due to timeout"), but never
+  before its send can have ended (``SEND_TIMEOUTS`` x the service's timeout
+  plus ``SEND_MARGIN_SECONDS``): a live send is not overlapped by its retry;
 - ``stuck_task``: a task in ``sending`` not updated for ``stuck_task_minutes``
   is re-queued (its owner back in the rotation, finished if all is done).
 
 A subtask still ``allocated`` never started its SMTP conversation: it goes back
-to ``pending`` as it was. One in ``processing`` may have been delivered: by
-default it is retried with the same Message-ID (an attempt counted, the retry
-back-off applied, failed after ``queue.max_retries``), or with
-``unknown_outcome = "park"`` it waits in ``parked`` for an operator.
+to ``pending`` as it was, and its quota charge is refunded (to the quota day it
+was charged to, if that is still the service's day). One in ``processing`` may
+have been delivered: by default it is retried with the same Message-ID (an
+attempt counted, failed after ``queue.max_retries``), not before its old send
+can have ended; or with ``unknown_outcome = "park"`` it waits in ``parked`` for
+an operator. A subtask whose task was cancelled meanwhile ends ``cancelled``.
+A rate-limited service leased by a recovered claim is freed as soon as the
+rate allows, not at the end of the lease.
+
+Every moment compared here is the database's (``edm.dbclock``): a host whose
+clock is off neither declares live workers dead nor misses dead ones.
 
 Recovery reads candidates (id and the claim token it saw), then resets each
 with a compare-and-set on that token: a subtask whose outcome was recorded in
@@ -30,20 +39,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
-from django.utils import timezone
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Greatest
 
 from config.services import get_config_by_category
+from edm.dbclock import db_now
 from monitoring.models import WorkerHeartbeat
-from queues.models import SubTask, Task
+from queues.models import EmailService, SubTask, Task
 from queues.rotation import user_queue_activate
+from queues.scheduler.claim import quota_day
 from queues.scheduler.outcomes import retry_delay
+from queues.scheduler.transports import SEND_TIMEOUTS
 from queues.services import tasks_complete_if_done
 
 logger = logging.getLogger(__name__)
 
 RULES = ("dead_worker", "timeout", "stuck_task")
 TIMEOUT_ERROR = "Reset due to timeout"
+# Beyond its SEND_TIMEOUTS socket timeouts, what a send may still need: the
+# wait between being marked processing and a sender taking it up, recording.
+SEND_MARGIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,17 @@ class Candidate:
     owner_id: uuid.UUID
     task_id: uuid.UUID
     claimed_by: str
+    service_id: uuid.UUID | None
+    claimed_at: dt.datetime | None
+    updated_at: dt.datetime
+    service_timeout: float
+    service_rate: float | None
     rule: str
+
+    @property
+    def send_ends(self) -> dt.datetime:
+        """When a send started under this claim has ended, whatever happened to its worker."""
+        return self.updated_at + dt.timedelta(seconds=SEND_TIMEOUTS * self.service_timeout)
 
 
 @dataclass
@@ -77,7 +102,7 @@ class RecoveryReport:
 
 class FailureRecoveryService:
     def __init__(self, *, now: dt.datetime | None = None) -> None:
-        self.now = now or timezone.now()
+        self.now = now or db_now()
         self.config = get_config_by_category("recovery")
         self.queue_config = get_config_by_category("queue")
 
@@ -87,14 +112,16 @@ class FailureRecoveryService:
         """Claimed subtasks that the rules give up on, with the claim token seen now."""
         found: dict[uuid.UUID, Candidate] = {}
         claimed = SubTask.objects.filter(status__in=SubTask.CLAIMED)
-        fields = ("id", "claim_token", "status", "attempts", "owner_id", "task_id", "claimed_by")
         if "dead_worker" in rules and self._heartbeats_are_meaningful():
-            for row in claimed.filter(self._dead_worker_condition()).values_list(*fields):
+            for row in claimed.filter(self._dead_worker_condition()).values_list(*CANDIDATE_FIELDS):
                 found.setdefault(row[0], Candidate(*row, rule="dead_worker"))
         if "timeout" in rules:
             horizon = self.now - dt.timedelta(minutes=self.config["subtask_timeout_minutes"])
-            for row in claimed.filter(updated_at__lt=horizon).values_list(*fields):
-                found.setdefault(row[0], Candidate(*row, rule="timeout"))
+            for row in claimed.filter(updated_at__lt=horizon).values_list(*CANDIDATE_FIELDS):
+                candidate = Candidate(*row, rule="timeout")
+                # A long service timeout outlasts the rule: wait until the send has surely ended.
+                if candidate.send_ends + dt.timedelta(seconds=SEND_MARGIN_SECONDS) < self.now:
+                    found.setdefault(row[0], candidate)
         return list(found.values())
 
     def stuck_tasks(self) -> list[uuid.UUID]:
@@ -124,11 +151,15 @@ class FailureRecoveryService:
     def apply(self, candidates: list[Candidate], report: RecoveryReport) -> None:
         """Reset each candidate if, and only if, it still holds the claim token seen."""
         activate: dict[uuid.UUID, dt.datetime] = {}
+        reset: list[uuid.UUID] = []
+        services = _ServiceChanges()
         for candidate in candidates:
             action, when = self._reset(candidate)
             if action is None:
                 report.counts[f"{candidate.rule}.already_done"] += 1
                 continue
+            reset.append(candidate.id)
+            services.add(candidate, self.now, self.queue_config)
             report.counts[f"{candidate.rule}.{action}"] += 1
             if when is not None:
                 activate[candidate.owner_id] = min(when, activate.get(candidate.owner_id, when))
@@ -141,6 +172,13 @@ class FailureRecoveryService:
                     "worker": candidate.claimed_by,
                 },
             )
+        # A task cancelled while its mails were claimed keeps nothing waiting.
+        SubTask.objects.filter(
+            pk__in=reset,
+            status__in=(SubTask.Status.PENDING, SubTask.Status.PARKED),
+            task__status=Task.Status.CANCELLED,
+        ).update(status=SubTask.Status.CANCELLED, updated_at=self.now)
+        services.apply()
         for owner_id, when in activate.items():
             user_queue_activate(user_ids=[owner_id], at=when)
 
@@ -171,7 +209,7 @@ class FailureRecoveryService:
             )
             return ("failed", None) if updated else (None, None)
         # Possibly delivered: retried with the same Message-ID, as an attempt.
-        when = self.now + dt.timedelta(seconds=retry_delay(attempts, self.queue_config))
+        when = self._unknown_outcome_retry_at(c, attempts)
         updated = held.update(
             status=SubTask.Status.PENDING,
             attempts=attempts,
@@ -180,6 +218,17 @@ class FailureRecoveryService:
             **back,
         )
         return ("retried", when) if updated else (None, None)
+
+    def _unknown_outcome_retry_at(self, c: Candidate, attempts: int) -> dt.datetime:
+        """Never before the old send can have ended, so two sends of one mail never overlap.
+
+        A dead worker's send is simply over then: waiting the transient retry
+        back-off on top would only delay the queue. A live worker's claim that
+        timed out is a failing attempt like any other: the back-off applies too.
+        """
+        if c.rule == "dead_worker":
+            return max(self.now, c.send_ends)
+        return max(self.now + dt.timedelta(seconds=retry_delay(attempts, self.queue_config)), c.send_ends)
 
     def requeue_stuck_tasks(self, task_ids: list[uuid.UUID], report: RecoveryReport) -> None:
         finished = set(tasks_complete_if_done(task_ids))
@@ -222,3 +271,63 @@ class FailureRecoveryService:
         if self.config["unknown_outcome"] == "park":
             return "parked"
         return "failed" if c.attempts + 1 > self.queue_config["max_retries"] else "retried"
+
+
+CANDIDATE_FIELDS = (
+    "id",
+    "claim_token",
+    "status",
+    "attempts",
+    "owner_id",
+    "task_id",
+    "claimed_by",
+    "service_id",
+    "claimed_at",
+    "updated_at",
+    "service__timeout",
+    "service__sending_rate",
+)
+
+
+class _ServiceChanges:
+    """What recovered claims give back to their services: quota never used, leases no longer needed.
+
+    Applied after the subtasks, in service id order (as the recorder locks
+    them), so recovery and a recorder never wait on each other in a cycle.
+    """
+
+    def __init__(self) -> None:
+        self.refunds: dict[tuple[uuid.UUID, dt.date], int] = {}
+        # service -> {lease as the claim set it: when the service may send again}
+        self.leases: dict[uuid.UUID, dict[dt.datetime, dt.datetime]] = {}
+
+    def add(self, c: Candidate, now: dt.datetime, queue_config: dict) -> None:
+        if c.service_id is None or c.claimed_at is None:
+            return
+        started = c.status == SubTask.Status.PROCESSING
+        if not started:
+            # Never sent: the charge goes back to the day it was made.
+            day = quota_day(c.claimed_at, queue_config["quota_timezone"])
+            self.refunds[(c.service_id, day)] = self.refunds.get((c.service_id, day), 0) + 1
+        rate = c.service_rate if c.service_rate is not None else queue_config["default_sending_rate"]
+        if rate <= 0:
+            return
+        lease = c.claimed_at + dt.timedelta(seconds=queue_config["send_lease_seconds"])
+        # A started send may still arrive until send_ends; the next one keeps the rate after it.
+        free_at = max(now, c.send_ends) + dt.timedelta(seconds=rate) if started else now
+        held = self.leases.setdefault(c.service_id, {})
+        held[lease] = max(free_at, held.get(lease, free_at))
+
+    def apply(self) -> None:
+        for service_id in sorted({s for s, _ in self.refunds} | set(self.leases)):
+            for (refund_id, day), count in self.refunds.items():
+                if refund_id == service_id:
+                    EmailService.objects.filter(pk=service_id, quota_date=day).update(
+                        used_quota=Greatest(F("used_quota") - count, Value(0))
+                    )
+            for lease, free_at in self.leases.get(service_id, {}).items():
+                # Compare-and-set: only while the service is still under this claim's lease,
+                # and never later than the lease would have freed it.
+                EmailService.objects.filter(pk=service_id, next_available_at=lease).update(
+                    next_available_at=min(lease, free_at)
+                )

@@ -124,6 +124,8 @@ class _SinkSMTP(SMTP):
 
     def connection_made(self, transport) -> None:
         self._sink.connections.add(transport)
+        with self._sink.lock:
+            self._sink.opened += 1
         super().connection_made(transport)
 
     def connection_lost(self, error) -> None:
@@ -157,7 +159,8 @@ class SmtpSink:
         self.records: list[SinkRecord] = []
         self.flaky_seen: set[str] = set()
         self.lock = threading.Lock()
-        self.connections: set = set()
+        self.connections: set = set()  # open now
+        self.opened = 0  # connections accepted since the sink was made
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None

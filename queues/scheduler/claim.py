@@ -466,14 +466,18 @@ def claims_start(*, token: uuid.UUID, ids: list[uuid.UUID], unlimited: set[uuid.
 def claims_release(
     *, token: uuid.UUID, ids: list[uuid.UUID], leases: dict[uuid.UUID, dt.datetime], quota_timezone: str
 ) -> int:
-    """Give back claimed subtasks that were never sent: pending again, quota refunded, leases ended."""
+    """Give back claimed subtasks that were never sent: pending again, quota refunded, leases ended.
+
+    The quota goes back to the day it was charged (the claim's day), and only
+    while that is still the service's quota day: a release after midnight
+    takes nothing from the new day's count.
+    """
     now = timezone.now()
-    today = quota_day(now, quota_timezone)
     with transaction.atomic():
         held = list(
             SubTask.objects.filter(pk__in=ids, claim_token=token, status__in=CLAIMED_STATUSES)
             .select_for_update()
-            .values_list("pk", "service_id", "owner_id")
+            .values_list("pk", "service_id", "owner_id", "claimed_at")
         )
         if not held:
             return 0
@@ -485,13 +489,14 @@ def claims_release(
             claimed_by="",
             updated_at=now,
         )
-        refunds: dict[uuid.UUID, int] = defaultdict(int)
-        for _, service_id, _ in held:
-            refunds[service_id] += 1
-        for service_id, count in refunds.items():
-            EmailService.objects.filter(pk=service_id, quota_date=today).update(
+        refunds: dict[tuple[uuid.UUID, dt.date], int] = defaultdict(int)
+        for _, service_id, _, claimed_at in held:
+            refunds[(service_id, quota_day(claimed_at or now, quota_timezone))] += 1
+        for (service_id, day), count in sorted(refunds.items()):
+            EmailService.objects.filter(pk=service_id, quota_date=day).update(
                 used_quota=Greatest(F("used_quota") - count, Value(0))
             )
+        for service_id in sorted({h[1] for h in held}):
             lease = leases.get(service_id)
             if lease is not None:
                 # Only our own lease: if the service was used since, leave it alone.

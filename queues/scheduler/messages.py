@@ -23,6 +23,7 @@ from queues.templates import MailTemplate, compile_template, contact_context
 
 CRLF = b"\r\n"
 MAX_LINE = 998
+MAX_ADDRESS = 254  # RFC 5321's path limit, less the angle brackets
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,37 @@ def _part(text: str, subtype: str) -> bytes:
     return head.encode("ascii") + payload + CRLF
 
 
+class UnsendableAddress(ValueError):
+    """An address plain SMTP cannot carry: a permanent failure of the subtask, never retried."""
+
+
+def smtp_address(address: str) -> str:
+    """The address as the envelope and the To header carry it: the domain IDNA-encoded (RFC 5890).
+
+    The same encoding validation applies (Django's EmailValidator), so every
+    address accepted at creation can be encoded. A non-ASCII local part would
+    need SMTPUTF8 (RFC 6531), which the scheduler does not speak.
+    """
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii():
+        raise UnsendableAddress(
+            f"recipient {address!r} cannot be sent: its local part is not ASCII (SMTPUTF8 is not supported)"
+        )
+    try:
+        encoded = f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise UnsendableAddress(f"recipient {address!r} cannot be sent: its domain is not valid IDNA ({exc})") from None
+    if len(encoded) > MAX_ADDRESS:
+        raise UnsendableAddress(
+            f"recipient {address!r} cannot be sent: IDNA-encoded it is {len(encoded)} characters, over {MAX_ADDRESS}"
+        )
+    return encoded
+
+
 def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, message_id: str) -> RenderedMail:
+    recipient = smtp_address(item.recipient_email)
     contact = contact_context(item.recipient_email, item.contact)
     subject = " ".join(compiled.subject.render(contact).split())
     text = compiled.text.render(contact) if compiled.text else None
@@ -99,7 +130,7 @@ def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, m
     headers = [
         f"Date: {_date_header()}",
         f"From: {from_header}",
-        f"To: {item.recipient_email}",
+        f"To: {recipient}",
         f"Subject: {_header(subject)}",
         f"Message-ID: {message_id}",
         "MIME-Version: 1.0",
@@ -117,7 +148,7 @@ def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, m
         data = "\r\n".join(headers).encode("ascii") + CRLF + part
     return RenderedMail(
         from_email=from_email,
-        recipient=item.recipient_email,
+        recipient=recipient,
         message_id=message_id,
         subject=subject,
         text=text,

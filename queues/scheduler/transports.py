@@ -16,17 +16,23 @@ What is transient and what is permanent, by SMTP stage:
 
 from __future__ import annotations
 
+import inspect
+import logging
 import re
 import smtplib
 import ssl
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.utils.module_loading import import_string
 
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail
+
+logger = logging.getLogger(__name__)
 
 SENT = "sent"
 TRANSIENT = "transient"
@@ -35,6 +41,10 @@ PERMANENT = "permanent"
 # A reused connection idle longer than this is checked with NOOP first: relays
 # close idle sessions, and a failure before MAIL FROM is cheap to retry.
 IDLE_CHECK_SECONDS = 20.0
+# A whole send (connect, envelope, DATA, the final reply) may take this many
+# of the service's socket timeouts, never more: the worker's deadline, the
+# backend bound below and recovery's horizons all count on it.
+SEND_TIMEOUTS = 3
 
 
 @dataclass(frozen=True)
@@ -290,56 +300,132 @@ def _reply_delivery(code: int, reply: bytes | str) -> Delivery:
 
 
 class BackendTransport:
-    """A Django e-mail backend (for instance an ESP's) with its connection kept open."""
+    """A Django e-mail backend (for instance an ESP's) with its connection kept open.
+
+    A backend has no deadline of its own: it gets the service's timeout where
+    it takes one (Django's SMTP backend: ``timeout``), and each call runs on a
+    daemon thread, waited for no longer than the send's deadline. A call that
+    overruns is abandoned (its backend closed once it returns, never reused;
+    a daemon thread never holds up the process's exit) and reported as a
+    transient failure whose outcome is unknown.
+    """
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._backend = None
 
     def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
-        # A backend's own timeouts apply (an HTTP API's, say); the deadline cannot reach inside it.
-        try:
-            if self._backend is None:
-                self._backend = get_connection(
-                    self.config.backend_path, fail_silently=False, **self.config.backend_options
-                )
-                self._backend.open()
-            message = EmailMultiAlternatives(
-                subject=mail.subject,
-                body=mail.text or "",
-                from_email=mail.from_header,
-                to=[mail.recipient],
-                reply_to=[mail.reply_to] if mail.reply_to else None,
-                headers={"Message-ID": mail.message_id},
-                connection=self._backend,
+        if deadline is None:
+            deadline = time.monotonic() + SEND_TIMEOUTS * self.config.timeout
+        call = _BackendCall(self, self._backend, mail)
+        self._backend = None  # the call owns it until it hands it back
+        finished = call.wait(deadline - time.monotonic())
+        if finished is None:
+            budget = SEND_TIMEOUTS * self.config.timeout
+            return Delivery(
+                TRANSIENT,
+                None,
+                f"the backend did not finish within the send's deadline ({budget:g} s)",
+                service_fault=True,
+                unknown=True,
             )
-            if mail.html is not None:
-                if mail.text is None:
-                    message.body = mail.html
-                    message.content_subtype = "html"
-                else:
-                    message.attach_alternative(mail.html, "text/html")
-            sent = self._backend.send_messages([message])
+        delivery, self._backend = finished
+        return delivery
+
+    def call(self, backend, mail: RenderedMail) -> tuple[Delivery, object | None]:
+        """One send through ``backend`` (opened first if None); returns the backend still usable, or None."""
+        try:
+            if backend is None:
+                backend = get_connection(self.config.backend_path, fail_silently=False, **self._options())
+                backend.open()
+            sent = backend.send_messages([self._message(mail, backend)])
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
-            return _reply_delivery(code, reply)
+            return _reply_delivery(code, reply), backend
         except smtplib.SMTPResponseException as exc:
-            self.close()
-            return _reply_delivery(exc.smtp_code, exc.smtp_error)
+            _close_quietly(backend)
+            return _reply_delivery(exc.smtp_code, exc.smtp_error), None
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+            # Where the conversation stood is the backend's secret: the server may have the mail.
+            _close_quietly(backend)
+            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True, unknown=True), None
         except Exception as exc:  # third-party backends raise anything: the service is at fault
-            self.close()
-            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True)
+            _close_quietly(backend)
+            return Delivery(TRANSIENT, None, f"{type(exc).__name__}: {exc}", service_fault=True), None
         if not sent:
-            return Delivery(TRANSIENT, None, "the backend reported nothing sent", service_fault=True)
-        return Delivery(SENT, 250, "accepted by backend")
+            return Delivery(TRANSIENT, None, "the backend reported nothing sent", service_fault=True), backend
+        return Delivery(SENT, 250, "accepted by backend"), backend
+
+    def _options(self) -> dict:
+        """The service's backend options, plus its timeout for a backend that takes one."""
+        options = dict(self.config.backend_options)
+        backend_class = import_string(self.config.backend_path)
+        if "timeout" in inspect.signature(backend_class.__init__).parameters:
+            options.setdefault("timeout", self.config.timeout)
+        return options
+
+    @staticmethod
+    def _message(mail: RenderedMail, backend) -> EmailMultiAlternatives:
+        message = EmailMultiAlternatives(
+            subject=mail.subject,
+            body=mail.text or "",
+            from_email=mail.from_header,
+            to=[mail.recipient],
+            reply_to=[mail.reply_to] if mail.reply_to else None,
+            headers={"Message-ID": mail.message_id},
+            connection=backend,
+        )
+        if mail.html is not None:
+            if mail.text is None:
+                message.body = mail.html
+                message.content_subtype = "html"
+            else:
+                message.attach_alternative(mail.html, "text/html")
+        return message
 
     def close(self) -> None:
         backend, self._backend = self._backend, None
         if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # closing a broken backend must not stop the worker
+            _close_quietly(backend)
+
+
+class _BackendCall:
+    """One backend send on its own daemon thread; abandoned calls close their backend when they return."""
+
+    def __init__(self, transport: BackendTransport, backend, mail: RenderedMail) -> None:
+        self._lock = threading.Lock()
+        self._result: tuple[Delivery, object | None] | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, args=(transport, backend, mail), name=f"backend-{transport.config.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, transport: BackendTransport, backend, mail: RenderedMail) -> None:
+        result = transport.call(backend, mail)
+        with self._lock:
+            if not self._abandoned:
+                self._result = result
                 return
+        if result[1] is not None:
+            _close_quietly(result[1])
+
+    def wait(self, timeout: float) -> tuple[Delivery, object | None] | None:
+        """The call's outcome and backend, or None if it did not finish in time (then it is abandoned)."""
+        self._thread.join(max(0.0, timeout))
+        with self._lock:
+            if self._result is None:
+                self._abandoned = True
+            return self._result
+
+
+def _close_quietly(backend) -> None:
+    if backend is None:  # it never opened
+        return
+    try:
+        backend.close()
+    except Exception:  # closing a broken backend must not stop the worker
+        logger.debug("closing a backend failed", exc_info=True)
 
 
 def open_transport(config: ServiceConfig) -> SmtpTransport | BackendTransport:

@@ -48,17 +48,23 @@ from queues.scheduler.claim import (
     claims_release,
     effective_rate,
 )
-from queues.scheduler.messages import CompiledTask, compile_task, render_mail
+from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_task, render_mail
 from queues.scheduler.outcomes import OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.starter import SendStarter
-from queues.scheduler.transports import TRANSIENT, Delivery, ServiceConfig, open_transport
+from queues.scheduler.transports import (
+    PERMANENT,
+    SEND_TIMEOUTS,
+    TRANSIENT,
+    Delivery,
+    ServiceConfig,
+    open_transport,
+)
 
 logger = logging.getLogger("queues.scheduler")
 
 HEARTBEAT_SECONDS = 2.0  # recovery.worker_dead_seconds must allow several to be missed
 RETRY_SLEEP_SECONDS = 0.01
 IDLE_TICK_SECONDS = 0.5  # idle sleeps re-read the configuration this often
-SEND_TIMEOUTS = 3  # a whole send may take this many socket timeouts
 # How long the recorder waits to write outcomes together. Short: a
 # rate-limited service stays reserved until its send is recorded.
 RECORD_WAIT_SECONDS = 0.02
@@ -462,6 +468,8 @@ class SchedulerWorker:
         try:
             mail = render_mail(work.task, work.item, work.service.from_email, work.item.message_id)
             delivery = transport.send(mail, deadline=time.monotonic() + work.budget)
+        except UnsendableAddress as exc:  # no retry can change the address
+            delivery = Delivery(PERMANENT, None, str(exc))
         except Exception as exc:  # a bug or a template error must fail this mail, not the worker
             logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
             delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")

@@ -139,7 +139,8 @@ def test_a_kill_after_the_claim_before_smtp_sends_once_through_another_worker(
     configure_for_faults({("queue", "send_lease_seconds"): 120})
     tarpit = TarPit()
     try:
-        (service,) = make_services(email_service_factory, tarpit.port, 1, timeout=30.0, sending_rate=0)
+        # Long enough to kill the victim mid-greeting; recovery retries three timeouts after the claim started.
+        (service,) = make_services(email_service_factory, tarpit.port, 1, timeout=5.0, sending_rate=0)
         task = task_create(owner=user, name="one", subject="s", body_text="b", recipients=["only@example.org"])
         victim = schedulers.start_one(*SELF_CONTAINED, "--concurrency", "1", worker_id="victim")
         wait_for(lambda: tarpit.held and in_flight_of("victim") == 1, timeout=30, what="a claim stuck before SMTP")

@@ -57,8 +57,8 @@ def test_service_usage_says_why_a_service_is_not_ready(frozen, email_service_fac
 
 
 def test_live_schedulers_are_fresh_and_not_stopped(frozen, heartbeat_factory):
-    live = heartbeat_factory(last_seen_at=frozen - dt.timedelta(seconds=29))
-    heartbeat_factory(last_seen_at=frozen - dt.timedelta(seconds=31))  # past recovery.worker_dead_seconds
+    live = heartbeat_factory(last_seen_at=frozen - dt.timedelta(seconds=19))
+    heartbeat_factory(last_seen_at=frozen - dt.timedelta(seconds=21))  # past recovery.worker_dead_seconds (20)
     heartbeat_factory(last_seen_at=frozen, stopped_at=frozen)
 
     assert SystemMonitorService.live_schedulers() == [live]

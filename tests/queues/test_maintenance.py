@@ -100,7 +100,7 @@ def test_setup_periodic_tasks_installs_every_sweep_once(db, capsys):
         ["recover_stuck"],
         60,
     )
-    assert tasks["edm: recover_dead_workers"].interval.every == 10
+    assert tasks["edm: recover_dead_workers"].interval.every == 5
     assert "installed recover_stuck: every 60 s" in capsys.readouterr().out
 
 

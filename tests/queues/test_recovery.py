@@ -10,12 +10,12 @@ from django.utils import timezone
 
 from config.services import get_config_by_category
 from monitoring.models import WorkerHeartbeat
-from queues.models import SubTask, Task, UserQueue
+from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult
 from queues.scheduler.transports import SENT, Delivery
-from queues.services import task_create, task_release_parked
+from queues.services import task_cancel, task_create, task_release_parked
 
 
 def beat(worker_id: str, seconds_ago: float, *, stopped: bool = False) -> None:
@@ -73,16 +73,17 @@ def test_a_dead_workers_unstarted_claim_goes_back_as_it_was(service, user):
     assert UserQueue.objects.get(user=user).ready_at is not None  # back in the rotation
 
 
-def test_a_started_claim_is_retried_as_an_attempt_with_the_same_message_id(service, user, queue_config):
-    queue_config(retry_backoff_seconds=30)
+def test_a_started_claim_is_retried_as_an_attempt_with_the_same_message_id(service, user):
     beat("w-dead", 60)
     claim = claimed(user, start=True)
+    started = SubTask.objects.get().updated_at
 
     assert dict(FailureRecoveryService().run().counts) == {"dead_worker.retried": 1}
 
     sub = SubTask.objects.get()
     assert (sub.status, sub.attempts, sub.message_id) == ("pending", 1, claim.items[0].message_id)
-    assert sub.next_attempt_at >= timezone.now() + dt.timedelta(seconds=29)
+    # Not before the old send can have ended: three of the service's 10 s timeouts.
+    assert sub.next_attempt_at == started + dt.timedelta(seconds=30)
     assert "outcome unknown, retried with the same Message-ID" in sub.error_message
 
 
@@ -216,3 +217,158 @@ def test_dry_run_reports_and_changes_nothing(service, user, capsys):
     call_command("recover_stuck")
     assert capsys.readouterr().out.splitlines() == ["recovery did: dead_worker.retried 2"]
     assert set(SubTask.objects.values_list("status", flat=True)) == {"pending"}
+
+
+# --- recovery gaps: cancelled tasks, the send's own time, quota and leases ----------
+
+
+@pytest.mark.parametrize("start", [pytest.param(False, id="allocated"), pytest.param(True, id="processing")])
+def test_recovered_subtasks_of_a_cancelled_task_end_cancelled(service, user, start):
+    beat("w-dead", 60)
+    claimed(user, 2, start=start)
+    task_cancel(task=Task.objects.get())  # claimed subtasks are not pending: cancel leaves them to their worker
+
+    FailureRecoveryService().run()
+
+    assert list(SubTask.objects.values_list("status", "claim_token")) == [("cancelled", None), ("cancelled", None)]
+
+
+def test_a_cancelled_tasks_parked_subtask_ends_cancelled(service, user):
+    from config.services import ConfigManagerService
+
+    ConfigManagerService.set_config("recovery", "unknown_outcome", "park")
+    beat("w-dead", 60)
+    claimed(user, start=True)
+    task_cancel(task=Task.objects.get())
+
+    FailureRecoveryService().run()
+
+    assert SubTask.objects.get().status == "cancelled"
+
+
+def test_an_unknown_outcome_retry_waits_until_the_old_send_can_have_ended(email_service_factory, user, queue_config):
+    email_service_factory(sending_rate=0, timeout=20.0)
+    queue_config(retry_backoff_seconds=0.5)
+    beat("w-dead", 60)
+    claimed(user, start=True)
+    last_update = timezone.now() - dt.timedelta(seconds=5)
+    SubTask.objects.update(updated_at=last_update)
+
+    assert dict(FailureRecoveryService().run().counts) == {"dead_worker.retried": 1}
+
+    # Three socket timeouts of 20 s after the claim's last update, whatever the retry back-off says.
+    assert SubTask.objects.get().next_attempt_at == last_update + dt.timedelta(seconds=60)
+
+
+def test_after_a_dead_worker_an_unknown_outcome_waits_only_for_the_send(service, user, queue_config):
+    queue_config(retry_backoff_seconds=60)
+    beat("w-dead", 60)
+    claimed(user, start=True)
+    SubTask.objects.update(updated_at=timezone.now() - dt.timedelta(seconds=40))  # 3 x 10 s ended already
+
+    recovery = FailureRecoveryService()
+    assert dict(recovery.run().counts) == {"dead_worker.retried": 1}
+
+    assert SubTask.objects.get().next_attempt_at == recovery.now
+
+
+@pytest.mark.parametrize(
+    ("timeout", "minutes_ago", "recovered"),
+    [
+        pytest.param(10.0, 11, True, id="10s-timeout-after-11-min"),
+        pytest.param(600.0, 11, False, id="600s-timeout-still-sending-after-11-min"),
+        pytest.param(600.0, 30, False, id="600s-timeout-still-sending-after-30-min"),
+        pytest.param(600.0, 32, True, id="600s-timeout-after-32-min"),
+    ],
+)
+def test_the_timeout_rule_never_resets_a_send_that_can_still_be_under_way(
+    email_service_factory, user, timeout, minutes_ago, recovered
+):
+    email_service_factory(sending_rate=0, timeout=timeout)
+    beat("w-live", 0)
+    claimed(user, worker="w-live", start=True)
+    SubTask.objects.update(updated_at=timezone.now() - dt.timedelta(minutes=minutes_ago))
+
+    counts = dict(FailureRecoveryService().run().counts)
+
+    assert counts == ({"timeout.retried": 1} if recovered else {})
+    assert SubTask.objects.get().status == ("pending" if recovered else "processing")
+
+
+def test_a_requeued_allocated_claim_refunds_its_quota_once(email_service_factory, user):
+    service = email_service_factory(sending_rate=0, daily_quota=10)
+    beat("w-dead", 60)
+    claimed(user, 3)
+    service.refresh_from_db()
+    assert service.used_quota == 3
+
+    assert dict(FailureRecoveryService().run().counts) == {"dead_worker.requeued": 3}
+    assert dict(FailureRecoveryService().run().counts) == {}
+
+    service.refresh_from_db()
+    assert service.used_quota == 0
+
+
+def test_a_started_claim_keeps_its_quota_charge(email_service_factory, user):
+    service = email_service_factory(sending_rate=0, daily_quota=10)
+    beat("w-dead", 60)
+    claimed(user, 2, start=True)
+
+    FailureRecoveryService().run()
+
+    service.refresh_from_db()
+    assert service.used_quota == 2  # the mail may have gone out: the charge stands
+
+
+def test_a_claim_from_yesterday_refunds_nothing_from_today(email_service_factory, user):
+    service = email_service_factory(sending_rate=0, daily_quota=10)
+    beat("w-dead", 60)
+    claimed(user)
+    yesterday = timezone.now() - dt.timedelta(days=1)
+    SubTask.objects.update(claimed_at=yesterday, updated_at=yesterday)
+    EmailService.objects.filter(pk=service.pk).update(used_quota=4, quota_date=timezone.now().date())
+
+    assert dict(FailureRecoveryService().run().counts) == {"dead_worker.requeued": 1}
+
+    service.refresh_from_db()
+    assert service.used_quota == 4
+
+
+def test_a_dead_workers_lease_on_a_rate_limited_service_ends_with_recovery(email_service_factory, user):
+    service = email_service_factory(sending_rate=5.0)
+    beat("w-dead", 60)
+    claim = claimed(user)
+    service.refresh_from_db()
+    assert service.next_available_at == claim.leases[service.pk]  # leased until send_lease_seconds
+
+    recovery = FailureRecoveryService()
+    recovery.run()
+
+    service.refresh_from_db()
+    assert service.next_available_at == recovery.now  # never started: free at once
+
+
+def test_a_dead_workers_lease_ends_one_rate_after_its_send_could_have_ended(email_service_factory, user):
+    service = email_service_factory(sending_rate=5.0, timeout=10.0)
+    beat("w-dead", 60)
+    claimed(user, start=True)
+    last_update = timezone.now() - dt.timedelta(seconds=12)
+    SubTask.objects.update(updated_at=last_update)
+
+    FailureRecoveryService().run()
+
+    service.refresh_from_db()
+    assert service.next_available_at == last_update + dt.timedelta(seconds=3 * 10.0 + 5.0)
+
+
+def test_a_lease_taken_since_by_another_claim_is_left_alone(email_service_factory, user):
+    service = email_service_factory(sending_rate=5.0)
+    beat("w-dead", 60)
+    claimed(user)
+    later = timezone.now() + dt.timedelta(seconds=300)
+    EmailService.objects.filter(pk=service.pk).update(next_available_at=later)
+
+    FailureRecoveryService().run()
+
+    service.refresh_from_db()
+    assert service.next_available_at == later
