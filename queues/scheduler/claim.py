@@ -472,7 +472,7 @@ def claims_release(
     while that is still the service's quota day: a release after midnight
     takes nothing from the new day's count.
     """
-    now = timezone.now()
+    now = db_now()  # the owners are ready again from now: a moment other processes compare
     with transaction.atomic():
         held = list(
             SubTask.objects.filter(pk__in=ids, claim_token=token, status__in=CLAIMED_STATUSES)
