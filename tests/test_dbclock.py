@@ -23,8 +23,7 @@ def test_db_now_is_aware_utc():
 def test_db_now_ignores_a_skewed_host_clock():
     """A process whose clock is an hour ahead still reads the database's time."""
     script = (
-        "import django, time; django.setup();"
-        "from edm.dbclock import db_now; print(db_now().timestamp() - time.time())"
+        "import django, time; django.setup();from edm.dbclock import db_now; print(db_now().timestamp() - time.time())"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
