@@ -47,7 +47,7 @@ from edm.dbclock import db_now
 from monitoring.models import WorkerHeartbeat
 from queues.models import EmailService, SubTask, Task
 from queues.rotation import user_queue_activate
-from queues.scheduler.claim import quota_day
+from queues.scheduler.claim import lease_end, quota_day
 from queues.scheduler.outcomes import retry_delay
 from queues.scheduler.transports import SEND_TIMEOUTS
 from queues.services import tasks_complete_if_done
@@ -312,7 +312,7 @@ class _ServiceChanges:
         rate = c.service_rate if c.service_rate is not None else queue_config["default_sending_rate"]
         if rate <= 0:
             return
-        lease = c.claimed_at + dt.timedelta(seconds=queue_config["send_lease_seconds"])
+        lease = lease_end(c.claimed_at, queue_config["send_lease_seconds"], rate)  # as the claim set it
         # A started send may still arrive until send_ends; the next one keeps the rate after it.
         free_at = max(now, c.send_ends) + dt.timedelta(seconds=rate) if started else now
         held = self.leases.setdefault(c.service_id, {})
