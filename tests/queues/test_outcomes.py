@@ -269,3 +269,46 @@ def test_the_first_send_is_recorded_once_even_from_two_workers(service, user):
     record([result(claim, second, OK)])
     assert TaskWaitMetric.objects.filter(status="processing").count() == 1
     assert TaskWaitMetric.objects.get().first_send_time < SubTask.objects.get(pk=second.id).sent_at
+
+
+# --- outcomes that cannot be recorded as they are, and recording twice ----------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign keys are checked at the commit
+def test_an_outcome_for_a_deleted_task_is_skipped_and_the_rest_of_the_batch_recorded(service, user_factory):
+    doomed_owner, other_owner = user_factory.create_batch(2)
+    task_create(owner=other_owner, name="kept", subject="s", body_text="b", recipients=["kept@example.com"])
+    claim = claimed(doomed_owner, 2)
+    doomed, kept = sorted(claim.items, key=lambda item: item.owner_id != doomed_owner.pk)
+    Task.objects.filter(owner=doomed_owner).delete()  # while its mail was in flight
+
+    summary = record([result(claim, doomed, OK), result(claim, kept, OK)])
+
+    assert (summary.sent, summary.stale) == (1, 1)
+    assert list(SubTask.objects.values_list("status", flat=True)) == ["sent"]
+    assert list(SendAttempt.objects.values_list("subtask_id", flat=True)) == [kept.id]
+    service.refresh_from_db()
+    assert (service.total_sent, service.total_failed) == (2, 0)  # both mails did go out through it
+
+
+def test_a_reply_with_a_nul_byte_is_recorded(service, user):
+    claim = claimed(user, 1)
+
+    record([result(claim, claim.items[0], Delivery(PERMANENT, 550, "5.1.1 no\x00 such user"))])
+
+    sub = SubTask.objects.get()
+    assert (sub.status, sub.error_message) == ("failed", "550 5.1.1 no\ufffd such user")
+    assert SendAttempt.objects.get().smtp_reply == "5.1.1 no\ufffd such user"
+
+
+def test_recording_the_same_outcomes_again_applies_them_once(service, user):
+    claim = claimed(user, 2)
+    results = [result(claim, item, OK) for item in claim.items]
+    record(results)
+
+    again = record(results)  # as after a commit whose acknowledgement was lost
+
+    assert (again.sent, again.failed, again.retried) == (0, 0, 0)
+    assert SendAttempt.objects.count() == 2
+    service.refresh_from_db()
+    assert (service.total_sent, service.total_failed) == (2, 0)
