@@ -129,9 +129,10 @@ def _schedulers_check(live: list, stalled: list) -> dict[str, Any]:
         "status": OK if live and not stalled else DEGRADED,
         "live": len(live),
         "workers": [beat.worker_id for beat in live],
-        "stalled": len(stalled),
-        "stalled_workers": [beat.worker_id for beat in stalled],
     }
+    if stalled:  # (absent when none, as before stalls were reported)
+        check["stalled"] = len(stalled)
+        check["stalled_workers"] = [beat.worker_id for beat in stalled]
     messages = [] if live else ["no scheduler process is alive"]
     messages += [f"scheduler {beat.worker_id}: {beat.stalled_reason or 'a loop'} stuck" for beat in stalled]
     if messages:
