@@ -305,6 +305,8 @@ class SchedulerWorker:
                 logger.warning("database unavailable, retrying", extra={"error": str(exc).strip(), "sleep": delay})
                 self._reset_connection()
                 self._stop.wait(delay)
+                # The loop goes round; the database is what is down (and no heartbeat can tell anyone meanwhile).
+                self._claim_progress = time.monotonic()
             except Exception:
                 # The plan's 5 s pause after an error; the loop itself never dies.
                 logger.exception("scheduler loop error")
