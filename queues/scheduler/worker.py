@@ -154,6 +154,7 @@ class SchedulerWorker:
         self._recorder_progress = time.monotonic()
         self._recorder_failing_since: float | None = None
         self._stop_requested_at: float | None = None
+        self._db_unreachable_at = float("-inf")  # last time the claim loop found the database down
         self._abandoned = 0  # outcomes given up on at shutdown (left to recovery)
         self._was_stalled = False
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
@@ -305,8 +306,9 @@ class SchedulerWorker:
                 logger.warning("database unavailable, retrying", extra={"error": str(exc).strip(), "sleep": delay})
                 self._reset_connection()
                 self._stop.wait(delay)
-                # The loop goes round; the database is what is down (and no heartbeat can tell anyone meanwhile).
-                self._claim_progress = time.monotonic()
+                # The database is what is down (and no heartbeat can tell anyone
+                # meanwhile): an outage is no stall of either loop.
+                self._db_unreachable_at = self._claim_progress = time.monotonic()
             except Exception:
                 # The plan's 5 s pause after an error; the loop itself never dies.
                 logger.exception("scheduler loop error")
@@ -491,8 +493,9 @@ class SchedulerWorker:
         if self._stop.is_set():
             return None  # stopping: the claim loop is meant to stand still
         limit = get_config_by_category("recovery")["worker_dead_seconds"]
-        if self._in_flight and now_mono - self._recorder_progress > limit:
-            return self._recorder_progress, "recorder"
+        recorder_progress = max(self._recorder_progress, self._db_unreachable_at)
+        if self._in_flight and now_mono - recorder_progress > limit:
+            return recorder_progress, "recorder"
         if now_mono - self._claim_progress > limit:
             return self._claim_progress, "claim loop"
         return None
@@ -585,7 +588,10 @@ class SchedulerWorker:
                     self._recorder_failing.set()
                     if self._give_up(batch):
                         return
-                    delay = min(0.5 * 2**failures, 10.0)
+                    # Retried well within worker_dead_seconds: back from an
+                    # outage, the outcomes are written before it counts as a stall.
+                    dead = get_config_by_category("recovery")["worker_dead_seconds"]
+                    delay = min(0.5 * 2**failures, 10.0, dead / 4)
                     if isinstance(exc, DB_ERRORS):
                         logger.warning(
                             "cannot record outcomes yet, retrying",
