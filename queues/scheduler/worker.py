@@ -436,26 +436,24 @@ class SchedulerWorker:
         try:
             now = db_now()
             fields = self._progress_fields(now, now_mono)
-            if started:
-                WorkerHeartbeat.objects.update_or_create(
-                    worker_id=self.worker_id,
-                    defaults={
-                        **fields,
-                        "last_seen_at": now,
-                        "hostname": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "concurrency": self.concurrency,
-                        "started_at": now,
-                        "stopped_at": None,
-                    },
-                )
-                return
             if stopped:
                 fields["stopped_at"] = now
             # Stalled, liveness is the last progress: already older than
             # worker_dead_seconds, so recovery takes the claims back now.
             fields["last_seen_at"] = fields["stalled_since"] or now
-            WorkerHeartbeat.objects.filter(worker_id=self.worker_id).update(**fields)
+            if started or not WorkerHeartbeat.objects.filter(worker_id=self.worker_id).update(**fields):
+                # First beat, or the row was deleted under us (pruned while stalled, by hand).
+                WorkerHeartbeat.objects.update_or_create(
+                    worker_id=self.worker_id,
+                    defaults={
+                        **fields,
+                        "hostname": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "concurrency": self.concurrency,
+                        "started_at": now,
+                        "stopped_at": fields.get("stopped_at"),
+                    },
+                )
         except DB_ERRORS:
             if not stopped:
                 raise
