@@ -12,6 +12,7 @@ web process; any web process gives the same figures):
   could be sent now;
 - ``edm_ready_services`` gauge: services that could be claimed now;
 - ``edm_live_schedulers`` gauge: scheduler processes with a fresh heartbeat;
+- ``edm_stalled_schedulers`` gauge: processes still reporting whose recorder or claim loop is stuck;
 - ``edm_oldest_waiting_task_seconds`` gauge: first-send wait so far of the
   longest-waiting runnable task (0 when none waits);
 - ``edm_open_alerts{severity}`` gauge: alerts not resolved, per severity;
@@ -162,6 +163,7 @@ class QueueCollector:
             GaugeMetricFamily("edm_queue_due_subtasks", ""),
             GaugeMetricFamily("edm_ready_services", ""),
             GaugeMetricFamily("edm_live_schedulers", ""),
+            GaugeMetricFamily("edm_stalled_schedulers", ""),
             GaugeMetricFamily("edm_oldest_waiting_task_seconds", ""),
             GaugeMetricFamily("edm_open_alerts", "", labels=["severity"]),
             CounterMetricFamily("edm_service_sent", "", labels=["service"]),
@@ -206,6 +208,11 @@ class QueueCollector:
             "edm_live_schedulers",
             "Scheduler processes with a fresh heartbeat.",
             value=len(system.live_schedulers(now=now)),
+        )
+        yield GaugeMetricFamily(
+            "edm_stalled_schedulers",
+            "Scheduler processes still reporting whose recorder or claim loop is stuck.",
+            value=len(system.stalled_schedulers(now=now)),
         )
         oldest = system.oldest_waiting_task(now=now)
         yield GaugeMetricFamily(

@@ -94,7 +94,13 @@ class WorkerHeartbeat(models.Model):
     """One row per scheduler process, refreshed every few seconds while it runs.
 
     Recovery treats the claims of a worker whose heartbeat went stale as
-    abandoned; health checks count live workers from here.
+    abandoned; health checks count live workers from here. Every moment here
+    is the database's clock.
+
+    ``last_seen_at`` is liveness: a worker whose recorder or claim loop has
+    made no progress for ``recovery.worker_dead_seconds`` stops refreshing it
+    (so recovery takes its claims back) while still reporting, through
+    ``reported_at`` and ``stalled_since``, that it is there and stuck.
     """
 
     worker_id = models.CharField(max_length=200, primary_key=True)
@@ -107,6 +113,18 @@ class WorkerHeartbeat(models.Model):
     in_flight = models.PositiveIntegerField(default=0)
     sent = models.BigIntegerField(default=0)
     failed = models.BigIntegerField(default=0)
+    reported_at = models.DateTimeField(null=True, blank=True, help_text="Last heartbeat written, stalled or not.")
+    claim_progress_at = models.DateTimeField(null=True, blank=True, help_text="The claim loop last went round.")
+    recorder_progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="The recorder last wrote a batch, or had nothing to write."
+    )
+    recorder_failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="First failed write of the batch the recorder is still retrying."
+    )
+    stalled_since = models.DateTimeField(
+        null=True, blank=True, help_text="Set while the recorder or claim loop makes no progress; liveness stops."
+    )
+    stalled_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         db_table = "worker_heartbeats"

@@ -7,7 +7,8 @@ Overall status:
   instance out of service, which helps with a dead database connection but
   would not help with a task waiting too long;
 - ``degraded`` when the system works but something needs an operator: no
-  live scheduler, no ready service while work is due, the cache or broker
+  live scheduler, a stalled scheduler (its recorder or claim loop stuck),
+  no ready service while work is due, the cache or broker
   down, the oldest waiting task past alerts.critical_seconds, an emergency
   alert nobody has acknowledged yet (acknowledged ones are still counted);
 - ``healthy`` otherwise.
@@ -123,9 +124,26 @@ def check_broker() -> dict[str, Any]:
     return {"status": OK}
 
 
+def _schedulers_check(live: list, stalled: list) -> dict[str, Any]:
+    check: dict[str, Any] = {
+        "status": OK if live and not stalled else DEGRADED,
+        "live": len(live),
+        "workers": [beat.worker_id for beat in live],
+    }
+    if stalled:  # (absent when none, as before stalls were reported)
+        check["stalled"] = len(stalled)
+        check["stalled_workers"] = [beat.worker_id for beat in stalled]
+    messages = [] if live else ["no scheduler process is alive"]
+    messages += [f"scheduler {beat.worker_id}: {beat.stalled_reason or 'a loop'} stuck" for beat in stalled]
+    if messages:
+        check["message"] = "; ".join(messages)
+    return check
+
+
 def _queue_checks(now: dt.datetime) -> dict[str, dict[str, Any]]:
     system = SystemMonitorService
     live = system.live_schedulers(now=now)
+    stalled = system.stalled_schedulers(now=now)
     backlog = system.backlog(now=now)
     ready = system.ready_services(now=now)
     oldest = system.oldest_waiting_task(now=now)
@@ -142,12 +160,7 @@ def _queue_checks(now: dt.datetime) -> dict[str, dict[str, Any]]:
         if severity == Alert.Severity.EMERGENCY and status == Alert.Status.OPEN:
             unacknowledged_emergencies += n
     return {
-        "schedulers": {
-            "status": OK if live else DEGRADED,
-            "live": len(live),
-            "workers": [beat.worker_id for beat in live],
-            **({} if live else {"message": "no scheduler process is alive"}),
-        },
+        "schedulers": _schedulers_check(live, stalled),
         "ready_services": {
             "status": DEGRADED if ready == 0 and backlog["due"] else OK,
             "ready": ready,

@@ -74,6 +74,17 @@ class SystemMonitorService:
         horizon = now - dt.timedelta(seconds=get_config_by_category("recovery")["worker_dead_seconds"])
         return list(WorkerHeartbeat.objects.filter(stopped_at__isnull=True, last_seen_at__gte=horizon))
 
+    @staticmethod
+    def stalled_schedulers(*, now: dt.datetime | None = None) -> list[WorkerHeartbeat]:
+        """Running scheduler processes whose recorder or claim loop is stuck (they still report, not as live).
+
+        Still reporting: a heartbeat written within recovery.worker_dead_seconds.
+        """
+        now = now or timezone.now()
+        horizon = now - dt.timedelta(seconds=get_config_by_category("recovery")["worker_dead_seconds"])
+        reporting = WorkerHeartbeat.objects.filter(stopped_at__isnull=True, reported_at__gte=horizon)
+        return list(reporting.filter(stalled_since__isnull=False))
+
     @classmethod
     def service_usage(cls, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
         """One dict per service: quota used and left, sends, success rate, and whether it is ready (or why not)."""

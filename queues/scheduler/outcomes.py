@@ -4,6 +4,17 @@ Every write is a compare-and-set on the claim token: an outcome arriving for
 a subtask that recovery has meanwhile handed to someone else changes nothing
 (the attempt is still logged). Counters are computed in the UPDATE itself,
 so concurrent workers never lose each other's updates.
+
+Each outcome carries an attempt id, fixed when its send finished. Its attempt
+row is written first and at most once: an outcome whose row already exists
+was applied by an earlier, committed write (whose acknowledgement was lost),
+and changes nothing again, counters included.
+
+No outcome can wedge the recorder: a batch the database refuses for its data
+(a foreign key, a bad value) is split until each refused outcome stands alone;
+that one is set aside (logged, alerted, its subtask parked with the reason)
+and the rest is recorded. Connection errors still fail the whole batch: the
+caller retries it, and nothing is applied twice.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, DateTimeField, DecimalField, F, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, Round
 from django.utils import timezone
@@ -40,6 +51,17 @@ EWMA_KEEP = Decimal("0.98")
 FIRST_USE = Q(total_sent=0, total_failed=0)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 UNKNOWN_OUTCOME_TIMEOUTS = 3
+TEXT_LIMIT = 2000
+# The database is unreachable: nothing about the batch itself is wrong.
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+# What a batch's own data can make the database (or the driver) refuse.
+DATA_ERRORS = (DatabaseError, ValueError)
+
+
+def storable(text: str, limit: int = TEXT_LIMIT) -> str:
+    """Text as the database can store it: PostgreSQL text refuses NUL, UTF-8 refuses lone surrogates."""
+    text = text.replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")[:limit]
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,8 @@ class SendResult:
     service_failures: int = 0  # the service's consecutive_failures at claim time
     timeout: float = 10.0  # the service's SMTP timeout
     lease: dt.datetime | None = None  # the rate-limited service's lease taken by the claim
+    # Fixed when the send finished: however often the outcome is written, one attempt row, applied once.
+    attempt_id: uuid.UUID = field(default_factory=uuid7)
 
     @property
     def response_ms(self) -> int:
@@ -65,11 +89,20 @@ class RecordSummary:
     retried: int = 0
     failed: int = 0
     stale: int = 0  # outcomes for subtasks no longer held by their claim
+    repeated: int = 0  # outcomes an earlier write already applied
+    set_aside: int = 0  # outcomes the database refused (their subtasks parked)
     applied: list[SendResult] = field(default_factory=list)
     # (service id, name, consecutive failures, failures before the batch, any success)
     services: list[tuple[uuid.UUID, str, int, int, bool]] = field(default_factory=list)
     completed_tasks: list[uuid.UUID] = field(default_factory=list)
     first_sends: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    def add(self, other: RecordSummary) -> None:
+        """Fold in the summary of another part of the same batch."""
+        for name in ("sent", "retried", "failed", "stale", "repeated", "set_aside"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.applied += other.applied
+        self.services += other.services
 
 
 def retry_delay(attempts: int, queue_config: dict) -> float:
@@ -127,21 +160,78 @@ class OutcomeRecorder:
         self._task_touched: dict[uuid.UUID, dt.datetime] = {}
 
     def record(self, results: list[SendResult], *, queue_config: dict) -> RecordSummary:
-        """Write the outcomes: subtasks, attempt log and service counters, in one transaction.
+        """Write the outcomes: attempt log, subtasks and service counters, in as few transactions as the data allows.
 
         Then call ``finish`` with the summary. The two are separate so that a
         caller retrying after a database error never writes a batch twice.
+        Raises only connection errors (retry the same results: nothing is
+        applied twice); outcomes the database refuses are set aside.
         """
         summary = RecordSummary()
-        if not results:
-            return summary
+        if results:
+            self._record_or_split(results, queue_config, summary)
+        return summary
+
+    def _record_or_split(self, results: list[SendResult], queue_config: dict, summary: RecordSummary) -> None:
+        try:
+            summary.add(self._write(results, queue_config))
+        except CONNECTION_ERRORS:
+            raise
+        except DATA_ERRORS as exc:
+            if len(results) == 1:
+                self._set_aside(results[0], exc, summary)
+                return
+            # Halves, each in its own transaction: log2(batch) rounds find each refused outcome.
+            middle = len(results) // 2
+            self._record_or_split(results[:middle], queue_config, summary)
+            self._record_or_split(results[middle:], queue_config, summary)
+
+    def _write(self, results: list[SendResult], queue_config: dict) -> RecordSummary:
+        summary = RecordSummary()
         now = db_now()  # retry times are compared with other processes' claims
         with transaction.atomic():
-            summary.applied = self._record_subtasks(results, queue_config, now, summary)
-            self._log_attempts(results)
-            # Last, so the service rows stay locked only until the commit just after.
-            summary.services = self._update_services(results, queue_config["default_sending_rate"])
+            fresh_ids = self._log_attempts(results)
+            fresh = [r for r in results if r.attempt_id in fresh_ids]
+            summary.repeated = len(results) - len(fresh)
+            if fresh:
+                summary.applied = self._record_subtasks(fresh, queue_config, now, summary)
+                # Last, so the service rows stay locked only until the commit just after.
+                summary.services = self._update_services(fresh, queue_config["default_sending_rate"])
+        if summary.repeated:
+            logger.info("outcomes already recorded, skipped", extra={"count": summary.repeated})
         return summary
+
+    @staticmethod
+    def _set_aside(result: SendResult, exc: Exception, summary: RecordSummary) -> None:
+        """An outcome the database refuses: park its subtask with the reason, alert, and go on."""
+        delivery = result.delivery
+        what = storable(" ".join(str(p) for p in (delivery.outcome, delivery.code, delivery.reply) if p), 200)
+        error = storable(f"{type(exc).__name__}: {exc}".strip(), 1000)
+        reason = storable(f"Outcome could not be recorded ({what}): {error}")
+        summary.stale += 1
+        summary.set_aside += 1
+        logger.error(
+            "outcome could not be recorded: set aside",
+            extra={"subtask": str(result.item.id), "outcome": delivery.outcome, "error": error},
+        )
+        try:
+            SubTask.objects.filter(pk=result.item.id, claim_token=result.token, status__in=CLAIMED).update(
+                status=SubTask.Status.PARKED, error_message=reason, claim_token=None, updated_at=Now()
+            )
+            AlertManagerService.create_alert(
+                alert_type="outcome_unrecordable",
+                severity="critical",
+                subject=f"subtask:{result.item.id}",
+                message=f"The outcome of subtask {result.item.id} could not be recorded; it is parked. {reason}",
+                details={"subtask_id": str(result.item.id), "task_id": str(result.item.task_id), "error": error},
+            )
+        except CONNECTION_ERRORS:
+            raise
+        except DATA_ERRORS:
+            # Parking is the courtesy; going on is the point. Recovery still sees the claim.
+            logger.exception(
+                "could not park a subtask whose outcome was refused", extra={"subtask": str(result.item.id)}
+            )
 
     def finish(self, summary: RecordSummary, *, queue_config: dict) -> None:
         """What follows a recorded batch: service back-off and alerts, first sends, finished tasks."""
@@ -214,7 +304,7 @@ class OutcomeRecorder:
     ) -> bool:
         delivery = result.delivery
         attempts = result.item.attempts + 1
-        reply = f"{delivery.code} {delivery.reply}" if delivery.code else delivery.reply
+        reply = storable(f"{delivery.code} {delivery.reply}" if delivery.code else delivery.reply)
         held = SubTask.objects.filter(pk=result.item.id, claim_token=result.token, status__in=CLAIMED)
         if delivery.outcome == TRANSIENT and attempts <= queue_config["max_retries"]:
             delay = retry_delay(attempts, queue_config)
@@ -227,7 +317,7 @@ class OutcomeRecorder:
             count = held.update(
                 status=SubTask.Status.PENDING,
                 attempts=attempts,
-                error_message=reply[:2000],
+                error_message=reply,
                 next_attempt_at=when,
                 service=None,
                 sender_email=None,
@@ -242,35 +332,43 @@ class OutcomeRecorder:
             count = held.update(
                 status=SubTask.Status.FAILED,
                 attempts=attempts,
-                error_message=reply[:2000],
+                error_message=reply,
                 claim_token=None,
                 updated_at=now,
             )
             summary.failed += count
         return bool(count)
 
-    def _log_attempts(self, results: list[SendResult]) -> None:
+    def _log_attempts(self, results: list[SendResult]) -> set[uuid.UUID]:
+        """Insert the attempt rows not written yet; returns the attempt ids this write applies.
+
+        Those are the outcomes whose row this statement inserted, and those of
+        subtasks deleted meanwhile (the send happened all the same, but there
+        is no row to log it against).
+        """
         rows = [
             (
-                uuid7(),
+                r.attempt_id,
                 r.item.id,
                 r.item.service_id,
                 r.started_at,
                 r.finished_at,
                 r.delivery.outcome,
                 r.delivery.code,
-                r.delivery.reply[:2000],
+                storable(r.delivery.reply),
             )
             for r in results
         ]
         if connection.vendor == "postgresql":
-            pgsql.insert_attempts(rows=rows, worker_id=self.worker_id)
-            return
+            return pgsql.insert_attempts(rows=rows, worker_id=self.worker_id)
+        done = set(SendAttempt.objects.filter(pk__in=[row[0] for row in rows]).values_list("pk", flat=True))
+        subtasks = set(SubTask.objects.filter(pk__in=[row[1] for row in rows]).values_list("pk", flat=True))
+        services = set(EmailService.objects.filter(pk__in=[row[2] for row in rows]).values_list("pk", flat=True))
         SendAttempt.objects.bulk_create(
             SendAttempt(
                 id=row[0],
                 subtask_id=row[1],
-                service_id=row[2],
+                service_id=row[2] if row[2] in services else None,
                 worker_id=self.worker_id,
                 started_at=row[3],
                 finished_at=row[4],
@@ -279,7 +377,9 @@ class OutcomeRecorder:
                 smtp_reply=row[7],
             )
             for row in rows
+            if row[0] not in done and row[1] in subtasks
         )
+        return {row[0] for row in rows if row[0] not in done}
 
     # --- services ---------------------------------------------------------------
 

@@ -183,23 +183,42 @@ def record_sent(*, rows: Sequence[tuple[uuid.UUID, uuid.UUID, dt.datetime]], now
     return {row[0] for row in _execute(SENT_SQL, params)}
 
 
+# Written at most once per attempt id (a retried write inserts nothing), and
+# never against a subtask deleted meanwhile (its task or owner was deleted
+# with the mail in flight): such a row would fail the whole batch on the
+# foreign key. A service deleted meanwhile leaves the service empty.
 ATTEMPTS_SQL = """
-INSERT INTO send_attempts
-    (id, subtask_id, service_id, worker_id, started_at, finished_at, outcome, smtp_code, smtp_reply)
-SELECT v.id, v.subtask_id, v.service_id, %(worker)s, v.started_at, v.finished_at, v.outcome, v.code, v.reply
-FROM unnest(%(ids)s::uuid[], %(subtasks)s::uuid[], %(services)s::uuid[], %(started)s::timestamptz[],
-            %(finished)s::timestamptz[], %(outcomes)s::text[], %(codes)s::int[], %(replies)s::text[])
-     AS v(id, subtask_id, service_id, started_at, finished_at, outcome, code, reply)
+WITH v AS (
+    SELECT v.*, EXISTS (SELECT 1 FROM subtasks s WHERE s.id = v.subtask_id) AS subtask_exists
+    FROM unnest(%(ids)s::uuid[], %(subtasks)s::uuid[], %(services)s::uuid[], %(started)s::timestamptz[],
+                %(finished)s::timestamptz[], %(outcomes)s::text[], %(codes)s::int[], %(replies)s::text[])
+         AS v(id, subtask_id, service_id, started_at, finished_at, outcome, code, reply)
+), inserted AS (
+    INSERT INTO send_attempts
+        (id, subtask_id, service_id, worker_id, started_at, finished_at, outcome, smtp_code, smtp_reply)
+    SELECT v.id, v.subtask_id, (SELECT e.id FROM email_services e WHERE e.id = v.service_id), %(worker)s,
+           v.started_at, v.finished_at, v.outcome, v.code, v.reply
+    FROM v WHERE v.subtask_exists
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+SELECT id FROM v WHERE NOT v.subtask_exists
 """
 
 
-def insert_attempts(*, rows: Sequence[tuple], worker_id: str) -> None:
-    """rows: (id, subtask, service, started, finished, outcome, code, reply)."""
+def insert_attempts(*, rows: Sequence[tuple], worker_id: str) -> set[uuid.UUID]:
+    """rows: (id, subtask, service, started, finished, outcome, code, reply).
+
+    Returns the ids applied by this statement: rows inserted now, and rows
+    of subtasks that no longer exist (nothing to insert, nothing done before).
+    """
     columns = list(zip(*rows, strict=True))
     names = ("ids", "subtasks", "services", "started", "finished", "outcomes", "codes", "replies")
     params = {name: array(values) for name, values in zip(names, columns, strict=True)}
     params["worker"] = worker_id
-    _execute(ATTEMPTS_SQL, params)
+    return {row[0] for row in _execute(ATTEMPTS_SQL, params)}
 
 
 SERVICE_STATS_SQL = """

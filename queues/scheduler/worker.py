@@ -12,7 +12,15 @@ Threads, each with one job:
 
 SIGTERM/SIGINT stop the claiming; the sends in flight finish and are
 recorded, then the process exits 0. A second signal exits at once (recovery
-then gives the unrecorded claims back).
+then gives the unrecorded claims back). If the outcomes cannot be recorded
+within ``recovery.worker_dead_seconds`` of the signal, the process gives up on
+them and exits 1: its heartbeat says it stopped, so recovery takes the claims
+back at once.
+
+A worker whose recorder or claim loop makes no progress for
+``recovery.worker_dead_seconds`` is stalled: its heartbeat goes on reporting
+(``stalled_since``, health, metrics) but stops refreshing ``last_seen_at``, so
+the dead-worker recovery rule gives its claims to others.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
@@ -49,7 +57,7 @@ from queues.scheduler.claim import (
     effective_rate,
 )
 from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_task, render_mail
-from queues.scheduler.outcomes import OutcomeRecorder, RecordSummary, SendResult
+from queues.scheduler.outcomes import DATA_ERRORS, OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.starter import SendStarter
 from queues.scheduler.transports import (
     PERMANENT,
@@ -97,6 +105,21 @@ class Release:
 
 
 @dataclass
+class OutcomeBatch:
+    """Outcomes written together, in steps each retried on its own: a step done is never done again."""
+
+    results: list[SendResult]
+    releases: list[Release]
+    summary: RecordSummary | None = None  # set once recorded
+    finished: bool = False  # back-off, alerts, first sends, finished tasks
+    released: set[uuid.UUID] = field(default_factory=set)  # claim tokens given back
+
+    @property
+    def size(self) -> int:
+        return len(self.results) + len(self.releases)
+
+
+@dataclass
 class Stats:
     claimed: int = 0
     sent: int = 0
@@ -133,6 +156,14 @@ class SchedulerWorker:
         self._in_flight_lock = threading.Condition()
         self._senders_done = threading.Event()
         self._recorder_failing = threading.Event()
+        # Progress marks (monotonic): a loop that stops moving makes the worker stalled.
+        self._claim_progress = time.monotonic()
+        self._recorder_progress = time.monotonic()
+        self._recorder_failing_since: float | None = None
+        self._stop_requested_at: float | None = None
+        self._db_unreachable_at = float("-inf")  # last time the claim loop found the database down
+        self._abandoned = 0  # outcomes given up on at shutdown (left to recovery)
+        self._was_stalled = False
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
@@ -180,6 +211,11 @@ class SchedulerWorker:
                 maintenance.join()
             self._heartbeat(stopped=True)
             self._restore_signal_handlers(previous)
+            if self._abandoned:
+                logger.error(
+                    "stopped with outcomes not recorded: recovery gives their claims back",
+                    extra={"worker": self.worker_id, "unrecorded": self._abandoned},
+                )
             logger.info(
                 "scheduler stopped",
                 extra={
@@ -190,10 +226,11 @@ class SchedulerWorker:
                     "released": self.stats.released,
                 },
             )
-        return 0
+        return 1 if self._abandoned else 0
 
     def stop(self) -> None:
         """Like SIGTERM: no new claims, sends under way finish, the rest is given back."""
+        self._stop_requested_at = time.monotonic()
         self._stopping.set()
         self._stop.set()
 
@@ -219,6 +256,7 @@ class SchedulerWorker:
             "stopping: no new claims, finishing sends in flight",
             extra={"signal": signal.Signals(signum).name, "in_flight": self._in_flight},
         )
+        self._stop_requested_at = time.monotonic()
         self._stopping.set()
         self._stop.set()
 
@@ -240,8 +278,13 @@ class SchedulerWorker:
                 self.max_in_flight = self.concurrency + 4 * batch
                 free = self.max_in_flight - self._in_flight
                 # (With batch 1 that is "only when a sender is idle": the strictest order.)
-                if self._recorder_failing.is_set() or free <= 0 or self._unsent >= self.concurrency + batch // 2:
+                if self._recorder_failing.is_set():
+                    # Claiming waits for the recorder: no progress of its own (see _stalled).
                     self._wait_for_capacity(0.5)
+                    continue
+                if free <= 0 or self._unsent >= self.concurrency + batch // 2:
+                    self._wait_for_capacity(0.5)
+                    self._claim_progress = time.monotonic()
                     continue
                 started = time.perf_counter()
                 host_now = timezone.now()
@@ -249,6 +292,7 @@ class SchedulerWorker:
                 metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
                 if claim.started_at is not None:
                     self._clock_offset = claim.started_at - host_now
+                self._claim_progress = time.monotonic()
                 db_failures = 0
                 if claim.status is ClaimStatus.CLAIMED:
                     self._claim_ms.append((time.perf_counter() - started) * 1000)
@@ -266,12 +310,16 @@ class SchedulerWorker:
                     break
                 close_old_connections()
                 self._idle_wait(claim.status, config)
+                self._claim_progress = time.monotonic()
             except DB_ERRORS as exc:
                 db_failures += 1
                 delay = min(config["error_sleep_seconds"] * db_failures, 30.0)
                 logger.warning("database unavailable, retrying", extra={"error": str(exc).strip(), "sleep": delay})
                 self._reset_connection()
                 self._stop.wait(delay)
+                # The database is what is down (and no heartbeat can tell anyone
+                # meanwhile): an outage is no stall of either loop.
+                self._db_unreachable_at = self._claim_progress = time.monotonic()
             except Exception:
                 # The plan's 5 s pause after an error; the loop itself never dies.
                 logger.exception("scheduler loop error")
@@ -391,38 +439,75 @@ class SchedulerWorker:
         return {t: self._tasks[t][1] for t in task_ids if t in self._tasks}
 
     def _heartbeat(self, *, started: bool = False, stopped: bool = False) -> None:
+        """Report this worker, in the database's time; liveness only while its loops make progress."""
         now_mono = time.monotonic()
         if not (started or stopped) and now_mono - self._last_heartbeat < HEARTBEAT_SECONDS:
             return
         self._last_heartbeat = now_mono
-        now = timezone.now()
-        fields = {
-            "last_seen_at": now,
-            "in_flight": self._in_flight,
-            "sent": self.stats.sent,
-            "failed": self.stats.failed,
-        }
-        if started:
-            WorkerHeartbeat.objects.update_or_create(
-                worker_id=self.worker_id,
-                defaults={
-                    **fields,
-                    "hostname": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "concurrency": self.concurrency,
-                    "started_at": now,
-                    "stopped_at": None,
-                },
-            )
-            return
-        if stopped:
-            fields["stopped_at"] = now
         try:
-            WorkerHeartbeat.objects.filter(worker_id=self.worker_id).update(**fields)
+            now = db_now()
+            fields = self._progress_fields(now, now_mono)
+            if stopped:
+                fields["stopped_at"] = now
+            # Stalled, liveness is the last progress: already older than
+            # worker_dead_seconds, so recovery takes the claims back now.
+            fields["last_seen_at"] = fields["stalled_since"] or now
+            if started or not WorkerHeartbeat.objects.filter(worker_id=self.worker_id).update(**fields):
+                # First beat, or the row was deleted under us (pruned while stalled, by hand).
+                WorkerHeartbeat.objects.update_or_create(
+                    worker_id=self.worker_id,
+                    defaults={
+                        **fields,
+                        "hostname": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "concurrency": self.concurrency,
+                        "started_at": now,
+                        "stopped_at": fields.get("stopped_at"),
+                    },
+                )
         except DB_ERRORS:
             if not stopped:
                 raise
             logger.warning("could not record the stop in the heartbeat", extra={"worker": self.worker_id})
+
+    def _progress_fields(self, now: dt.datetime, now_mono: float) -> dict:
+        """Heartbeat fields saying how the loops are doing; monotonic ages placed on the database's clock."""
+
+        def at(moment: float | None) -> dt.datetime | None:
+            return None if moment is None else now - dt.timedelta(seconds=max(0.0, now_mono - moment))
+
+        stalled = self._stalled(now_mono)
+        if stalled and not self._was_stalled:
+            logger.error(
+                "worker stalled: liveness no longer refreshed, recovery takes its claims back",
+                extra={"worker": self.worker_id, "reason": stalled[1], "in_flight": self._in_flight},
+            )
+        elif self._was_stalled and not stalled:
+            logger.warning("worker no longer stalled", extra={"worker": self.worker_id})
+        self._was_stalled = bool(stalled)
+        return {
+            "reported_at": now,
+            "in_flight": self._in_flight,
+            "sent": self.stats.sent,
+            "failed": self.stats.failed,
+            "claim_progress_at": at(self._claim_progress),
+            "recorder_progress_at": at(self._recorder_progress),
+            "recorder_failing_since": at(self._recorder_failing_since),
+            "stalled_since": at(stalled[0]) if stalled else None,
+            "stalled_reason": stalled[1] if stalled else "",
+        }
+
+    def _stalled(self, now_mono: float) -> tuple[float, str] | None:
+        """(last progress, which loop) when the recorder or the claim loop has been stuck too long."""
+        if self._stop.is_set():
+            return None  # stopping: the claim loop is meant to stand still
+        limit = get_config_by_category("recovery")["worker_dead_seconds"]
+        recorder_progress = max(self._recorder_progress, self._db_unreachable_at)
+        if self._in_flight and now_mono - recorder_progress > limit:
+            return recorder_progress, "recorder"
+        if now_mono - self._claim_progress > limit:
+            return self._claim_progress, "claim loop"
+        return None
 
     @staticmethod
     def _reset_connection() -> None:
@@ -490,50 +575,74 @@ class SchedulerWorker:
     # --- recorder thread --------------------------------------------------------------
 
     def _recorder_loop(self) -> None:
-        pending: list[SendResult | Release] = []
-        summary: RecordSummary | None = None  # set once the batch is written, until finish() ran
+        batch: OutcomeBatch | None = None
         failures = 0
         try:
             while True:
-                if not pending:
+                if batch is None:
                     if self._senders_done.is_set() and self._results.empty():
                         return
                     try:
-                        pending.append(self._results.get(timeout=0.05))
+                        pending: list[SendResult | Release] = [self._results.get(timeout=0.05)]
                     except queue.Empty:
+                        self._recorder_progress = time.monotonic()  # nothing to write is no stall
                         continue
                     self._gather(pending)
+                    batch = OutcomeBatch(
+                        results=[r for r in pending if isinstance(r, SendResult)],
+                        releases=[r for r in pending if isinstance(r, Release)],
+                    )
                 try:
-                    config = get_config_by_category("queue")
-                    if summary is None:
-                        summary = self._record(pending, config)
-                    self._recorder.finish(summary, queue_config=config)
+                    self._write_batch(batch, get_config_by_category("queue"))
                 except Exception as exc:
-                    # Keep the outcomes and try again (only the part not yet
-                    # written): a database restart must lose nothing. Claiming
+                    # Keep the outcomes and try again (only the steps not yet
+                    # done): a database restart must lose nothing. Claiming
                     # pauses meanwhile (see _main_loop).
                     failures += 1
+                    if self._recorder_failing_since is None:
+                        self._recorder_failing_since = time.monotonic()
                     self._recorder_failing.set()
-                    delay = min(0.5 * 2**failures, 10.0)
+                    if self._give_up(batch):
+                        return
+                    # Retried well within worker_dead_seconds: back from an
+                    # outage, the outcomes are written before it counts as a stall.
+                    dead = get_config_by_category("recovery")["worker_dead_seconds"]
+                    delay = min(0.5 * 2**failures, 10.0, dead / 4)
                     if isinstance(exc, DB_ERRORS):
                         logger.warning(
                             "cannot record outcomes yet, retrying",
-                            extra={"pending": len(pending), "error": str(exc).strip(), "sleep": delay},
+                            extra={"pending": batch.size, "error": str(exc).strip(), "sleep": delay},
                         )
                     else:
-                        logger.exception("recording outcomes failed, retrying", extra={"pending": len(pending)})
+                        logger.exception("recording outcomes failed, retrying", extra={"pending": batch.size})
                     self._reset_connection()
-                    time.sleep(delay)
+                    # Signalled: shorter waits, so that _give_up comes on time.
+                    time.sleep(min(delay, 1.0) if self._stopping.is_set() else delay)
                     continue
                 failures = 0
+                self._recorder_failing_since = None
                 self._recorder_failing.clear()
+                self._recorder_progress = time.monotonic()
                 with self._in_flight_lock:
-                    self._in_flight -= len(pending)
+                    self._in_flight -= batch.size
                     self._in_flight_lock.notify_all()
-                pending = []
-                summary = None
+                batch = None
         finally:
             connection.close()
+
+    def _give_up(self, batch: OutcomeBatch) -> bool:
+        """Signalled, and still unable to record after worker_dead_seconds: leave the claims to recovery."""
+        if self._stop_requested_at is None:
+            return False
+        limit = get_config_by_category("recovery")["worker_dead_seconds"]
+        if time.monotonic() - self._stop_requested_at < limit:
+            return False
+        self._abandoned = batch.size + self._results.qsize()
+        logger.error(
+            "stopping: giving up on outcomes that cannot be recorded",
+            extra={"worker": self.worker_id, "unrecorded": self._abandoned},
+        )
+        return True
 
     def _gather(self, pending: list[SendResult | Release]) -> None:
         """Collect more results for one write: up to a claim batch, or RECORD_WAIT_SECONDS."""
@@ -553,25 +662,47 @@ class SchedulerWorker:
             except queue.Empty:
                 break
 
-    def _record(self, batch: list[SendResult | Release], config: dict) -> RecordSummary:
-        results = [r for r in batch if isinstance(r, SendResult)]
-        releases = [r for r in batch if isinstance(r, Release)]
-        summary = self._recorder.record(results, queue_config=config)
-        by_token: dict[uuid.UUID, list[Release]] = {}
-        for release in releases:
-            by_token.setdefault(release.token, []).append(release)
-        released = 0
-        for token, group in by_token.items():
-            leases = {r.item.service_id: r.lease for r in group if r.lease is not None}
-            released += claims_release(
-                token=token, ids=[r.item.id for r in group], leases=leases, quota_timezone=config["quota_timezone"]
+    def _write_batch(self, batch: OutcomeBatch, config: dict) -> None:
+        """Record, then finish, then give back: each step once, whichever of them a retry resumes."""
+        if batch.summary is None:
+            summary = self._recorder.record(batch.results, queue_config=config)
+            batch.summary = summary
+            self.stats.sent += summary.sent
+            self.stats.retried += summary.retried
+            self.stats.failed += summary.failed
+            metrics.count_send_results(
+                (self._service_name(r.item.service_id), r.delivery.outcome) for r in batch.results
             )
-        self.stats.sent += summary.sent
-        self.stats.retried += summary.retried
-        self.stats.failed += summary.failed
-        self.stats.released += released
-        metrics.count_send_results((self._service_name(r.item.service_id), r.delivery.outcome) for r in results)
-        return summary
+        if not batch.finished:
+            try:
+                self._recorder.finish(batch.summary, queue_config=config)
+            except DB_ERRORS:
+                raise
+            except DATA_ERRORS:
+                # Alerts, first sends and task completion are bookkeeping: the
+                # sweeps catch up with them, and retrying one forever would wedge.
+                logger.exception("after-record bookkeeping failed, skipped", extra={"worker": self.worker_id})
+            batch.finished = True
+        self._give_back(batch, config)
+
+    def _give_back(self, batch: OutcomeBatch, config: dict) -> None:
+        by_token: dict[uuid.UUID, list[Release]] = {}
+        for release in batch.releases:
+            by_token.setdefault(release.token, []).append(release)
+        for token, group in by_token.items():
+            if token in batch.released:
+                continue
+            leases = {r.item.service_id: r.lease for r in group if r.lease is not None}
+            try:
+                self.stats.released += claims_release(
+                    token=token, ids=[r.item.id for r in group], leases=leases, quota_timezone=config["quota_timezone"]
+                )
+            except DB_ERRORS:
+                raise
+            except DATA_ERRORS:
+                # Never started, still claimed: recovery gives them back in time.
+                logger.exception("could not give claims back, left to recovery", extra={"count": len(group)})
+            batch.released.add(token)
 
     def _service_name(self, service_id: uuid.UUID) -> str:
         service = self._services.get(service_id)

@@ -377,3 +377,30 @@ def test_queue_since_must_be_a_past_datetime(frozen, api, staff):
     client = api.as_user(staff)
     assert client.get("/api/monitoring/queue", {"since": "soon"}).status_code == 400
     assert client.get("/api/monitoring/queue", {"since": "2026-03-03T00:00:00Z"}).status_code == 400
+
+
+def test_a_stalled_scheduler_degrades_health(frozen, api, staff, heartbeat_factory, settings):
+    settings.CELERY_BROKER_URL = None
+    heartbeat_factory(worker_id="w1", last_seen_at=frozen - dt.timedelta(seconds=3))
+    stuck_since = frozen - dt.timedelta(seconds=40)
+    heartbeat_factory(
+        worker_id="w2",
+        last_seen_at=stuck_since,
+        reported_at=frozen - dt.timedelta(seconds=1),
+        stalled_since=stuck_since,
+        stalled_reason="recorder",
+    )
+    # Stalled once, then killed: no longer reporting, so only not live.
+    heartbeat_factory(worker_id="w3", last_seen_at=stuck_since, reported_at=stuck_since, stalled_since=stuck_since)
+
+    body = api.as_user(staff).get(HEALTH).json()
+
+    assert body["status"] == "degraded"
+    assert body["checks"]["schedulers"] == {
+        "status": "degraded",
+        "live": 1,
+        "workers": ["w1"],
+        "stalled": 1,
+        "stalled_workers": ["w2"],
+        "message": "scheduler w2: recorder stuck",
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections import Counter
 from decimal import Decimal
 
 import pytest
@@ -10,12 +12,14 @@ import time_machine
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from edm.ids import uuid7
 from monitoring.models import Alert, TaskWaitMetric
 from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
 from queues.scheduler.claim import claim_subtasks
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult, retry_delay
 from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, Delivery
 from queues.services import task_cancel, task_create
+from tests.processes import run_in_processes
 
 
 def claimed(owner, n: int = 1, **task_fields):
@@ -265,10 +269,104 @@ def test_the_first_send_records_the_wait_and_alerts_past_the_thresholds(service,
     assert alerts == ([severity] if severity else [])
 
 
+def record_in_worker(worker_id: str, subtask_id: str, token: str, attempt_id: str) -> tuple[int, int, int]:
+    """In a child process: record one successful send as worker ``worker_id``; (sent, repeated, first sends)."""
+    from queues.scheduler.claim import ClaimedSubTask
+
+    sub = SubTask.objects.get(pk=subtask_id)
+    item = ClaimedSubTask(
+        id=sub.pk,
+        task_id=sub.task_id,
+        owner_id=sub.owner_id,
+        service_id=sub.service_id,
+        recipient_email=sub.recipient_email,
+        message_id=sub.message_id,
+        attempts=sub.attempts,
+        contact=None,
+    )
+    finished = timezone.now()
+    outcome = SendResult(
+        item=item,
+        token=uuid.UUID(token),
+        delivery=OK,
+        started_at=finished - dt.timedelta(milliseconds=40),
+        finished_at=finished,
+        rate=0.0,
+        attempt_id=uuid.UUID(attempt_id),
+    )
+    recorder = OutcomeRecorder(worker_id=worker_id)
+    config = get_config_by_category("queue")
+    summary = recorder.record([outcome], queue_config=config)
+    recorder.finish(summary, queue_config=config)
+    return summary.sent, summary.repeated, len(summary.first_sends)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
 def test_the_first_send_is_recorded_once_even_from_two_workers(service, user):
     claim = claimed(user, 2)
-    first, second = claim.items
-    record([result(claim, first, OK)])
-    record([result(claim, second, OK)])
+    args = [(f"w{i}", str(item.id), str(claim.token), str(uuid7())) for i, item in enumerate(claim.items)]
+
+    outcomes = run_in_processes(record_in_worker, args)
+
+    assert sorted(outcomes) == [(1, 0, 0), (1, 0, 1)]  # both mails recorded; one of them is the first send
     assert TaskWaitMetric.objects.filter(status="processing").count() == 1
-    assert TaskWaitMetric.objects.get().first_send_time < SubTask.objects.get(pk=second.id).sent_at
+    assert Counter(SubTask.objects.values_list("status", flat=True)) == {"sent": 2}
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_one_outcome_recorded_by_two_workers_at_once_is_applied_once(service, user):
+    claim = claimed(user, 1)
+    (item,) = claim.items
+    same = (str(item.id), str(claim.token), str(uuid7()))
+
+    outcomes = run_in_processes(record_in_worker, [("w1", *same), ("w2", *same)])
+
+    assert sorted(outcomes) == [(0, 1, 0), (1, 0, 1)]
+    assert SendAttempt.objects.count() == 1
+    service.refresh_from_db()
+    assert (service.total_sent, service.total_failed) == (1, 0)
+
+
+# --- outcomes that cannot be recorded as they are, and recording twice ----------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign keys are checked at the commit
+def test_an_outcome_for_a_deleted_task_is_skipped_and_the_rest_of_the_batch_recorded(service, user_factory):
+    doomed_owner, other_owner = user_factory.create_batch(2)
+    task_create(owner=other_owner, name="kept", subject="s", body_text="b", recipients=["kept@example.com"])
+    claim = claimed(doomed_owner, 2)
+    doomed, kept = sorted(claim.items, key=lambda item: item.owner_id != doomed_owner.pk)
+    Task.objects.filter(owner=doomed_owner).delete()  # while its mail was in flight
+
+    summary = record([result(claim, doomed, OK), result(claim, kept, OK)])
+
+    assert (summary.sent, summary.stale) == (1, 1)
+    assert list(SubTask.objects.values_list("status", flat=True)) == ["sent"]
+    assert list(SendAttempt.objects.values_list("subtask_id", flat=True)) == [kept.id]
+    service.refresh_from_db()
+    assert (service.total_sent, service.total_failed) == (2, 0)  # both mails did go out through it
+
+
+def test_a_reply_with_a_nul_byte_is_recorded(service, user):
+    claim = claimed(user, 1)
+
+    record([result(claim, claim.items[0], Delivery(PERMANENT, 550, "5.1.1 no\x00 such user"))])
+
+    sub = SubTask.objects.get()
+    assert (sub.status, sub.error_message) == ("failed", "550 5.1.1 no\ufffd such user")
+    assert SendAttempt.objects.get().smtp_reply == "5.1.1 no\ufffd such user"
+
+
+def test_recording_the_same_outcomes_again_applies_them_once(service, user):
+    claim = claimed(user, 2)
+    results = [result(claim, item, OK) for item in claim.items]
+    record(results)
+
+    again = record(results)  # as after a commit whose acknowledgement was lost
+
+    assert (again.sent, again.failed, again.retried) == (0, 0, 0)
+    assert SendAttempt.objects.count() == 2
+    service.refresh_from_db()
+    assert (service.total_sent, service.total_failed) == (2, 0)

@@ -80,3 +80,17 @@ def test_bad_arguments_exit_non_zero_with_one_readable_line(args, message):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(message)
     assert "Traceback" not in result.stderr
+
+
+def test_a_heartbeat_row_deleted_under_a_running_worker_is_written_again(db):
+    from queues.scheduler.worker import SchedulerWorker
+
+    worker = SchedulerWorker(concurrency=2, worker_id="test-worker")
+    worker._heartbeat(started=True)
+    WorkerHeartbeat.objects.all().delete()  # pruned while the worker was stalled for a day, or by hand
+    worker._last_heartbeat = 0.0  # the next heartbeat is due
+
+    worker._heartbeat()
+
+    beat = WorkerHeartbeat.objects.get()
+    assert (beat.worker_id, beat.concurrency, beat.stopped_at, beat.stalled_since) == ("test-worker", 2, None, None)
