@@ -340,7 +340,7 @@ def _not_editable(status: str, field: str) -> str:
     if field in CONTENT_FIELDS:
         hint = ": pause it first" if status == Task.Status.SENDING else ""
         return f"a {status} task's content cannot change{hint}"
-    return f"a {status} task's {field.replace('_', ' ')} cannot change"
+    return f"a {status} task's {'schedule' if field == 'scheduled_at' else field} cannot change"
 
 
 def task_update(*, task: Task, **changes: Any) -> Task:
