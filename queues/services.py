@@ -539,7 +539,7 @@ def service_delete(*, service: EmailService) -> None:
         claimed = SubTask.objects.filter(service=locked, status__in=SubTask.CLAIMED).count()
         if claimed:
             raise InFlightError(
-                f"{claimed} mails are being sent through this service right now: "
+                f"{_mails(claimed)} being sent through this service right now: "
                 "disable it, and delete it once they are recorded"
             )
         try:
@@ -577,6 +577,10 @@ def task_fail(*, task_id: uuid.UUID, reason: str) -> bool:
     return True
 
 
+def _mails(count: int) -> str:
+    return "1 mail is" if count == 1 else f"{count} mails are"
+
+
 def _stop_claims(subtasks: QuerySet[SubTask], now: dt.datetime) -> None:
     """Cancel the pending subtasks, then refuse if any are claimed.
 
@@ -589,7 +593,7 @@ def _stop_claims(subtasks: QuerySet[SubTask], now: dt.datetime) -> None:
     in_flight = subtasks.filter(status__in=SubTask.CLAIMED).count()
     if in_flight:
         raise InFlightError(
-            f"{in_flight} mails are being sent right now: pause or cancel the work, "
+            f"{_mails(in_flight)} being sent right now: pause or cancel the work, "
             "and try again once they are recorded (within a minute or so); nothing was deleted"
         )
 

@@ -147,3 +147,51 @@ def test_service_edits_are_checked_like_the_api(staff_client, email_service_fact
 def test_a_subtask_count_check(user):
     task = queued_task(user)
     assert SubTask.objects.filter(task=task).count() == 2
+
+
+def test_a_new_service_is_checked_like_the_api_and_saved_when_valid(staff_client):
+    url = reverse("admin:queues_emailservice_add")
+    form = {
+        "name": "relay",
+        "from_email": "news@relay.example",
+        "is_enabled": "on",
+        "transport": "smtp",
+        "host": "",
+        "port": "587",
+        "security": "starttls",
+        "timeout": "10",
+        "username": "",
+        "password": "pw",
+        "backend_path": "",
+        "backend_options": "",
+        "sending_rate": "",
+        "daily_quota": "100",
+    }
+
+    assert form_errors(staff_client.post(url, form)) == {"host": ["an SMTP service needs a host"]}
+    assert EmailService.objects.count() == 0
+
+    response = staff_client.post(url, {**form, "host": "smtp.relay.example"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    service = EmailService.objects.get()
+    assert (service.name, service.host, service.password, service.is_enabled) == (
+        "relay",
+        "smtp.relay.example",
+        "pw",
+        True,
+    )
+
+
+def test_enabling_in_the_service_form_clears_the_backoff_as_the_action_does(staff_client, email_service_factory):
+    from tests.test_admin import service_change_form
+
+    later = timezone.now() + dt.timedelta(minutes=10)
+    service = email_service_factory(host="smtp.example.com", is_enabled=False, backoff_level=2, backoff_until=later)
+
+    response = staff_client.post(
+        reverse("admin:queues_emailservice_change", args=[service.pk]), service_change_form(service, is_enabled="on")
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    service.refresh_from_db()
+    assert (service.is_enabled, service.backoff_level, service.backoff_until) == (True, 0, None)

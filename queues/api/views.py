@@ -28,12 +28,6 @@ from queues.services import (
     task_retry_failed,
 )
 
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The object's state does not allow this."
-
-
 _SERVICE_ACTION = extend_schema(request=None, responses={200: serializers.EmailServiceSerializer})
 
 

@@ -80,7 +80,7 @@ def busy(user_factory, email_service_factory):
 
 
 IN_FLIGHT = (
-    "1 mails are being sent right now: pause or cancel the work, "
+    "1 mail is being sent right now: pause or cancel the work, "
     "and try again once they are recorded (within a minute or so); nothing was deleted"
 )
 
@@ -145,7 +145,7 @@ def test_service_delete_is_refused_while_mail_is_claimed_through_it(busy, email_
         service_delete(service=busy["service"])
 
     assert str(refused.value) == (
-        "1 mails are being sent through this service right now: disable it, and delete it once they are recorded"
+        "1 mail is being sent through this service right now: disable it, and delete it once they are recorded"
     )
     assert everything() == before
     service_delete(service=fresh)
@@ -267,7 +267,7 @@ def test_api_delete_of_a_service_with_claimed_mail_is_a_409(busy, user_factory, 
     assert (refused.status_code, refused.json()) == (
         409,
         {
-            "detail": "1 mails are being sent through this service right now: "
+            "detail": "1 mail is being sent through this service right now: "
             "disable it, and delete it once they are recorded"
         },
     )
