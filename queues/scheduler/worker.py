@@ -320,7 +320,7 @@ class SchedulerWorker:
         claimed_at = time.monotonic()
         for item in claim.items:
             lease = claim.leases.get(item.service_id)
-            if item.task_id in broken and item.service_id in services:
+            if item.task_id in broken:
                 # Recorded failed, not given back: a release would be claimed again at once, forever.
                 self._results.put(self._not_sent(item, claim.token, rates[item.service_id], broken[item.task_id]))
                 continue

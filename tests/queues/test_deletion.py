@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import uuid
 from collections import Counter
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.urls import reverse
 
 from accounts.models import User
@@ -17,7 +20,7 @@ from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
 from queues.services import InFlightError, service_delete, task_create, task_delete, user_erase
 from tests.api_helpers import client_for
 from tests.processes import child_environment
-from tests.schedulers import ROOT
+from tests.schedulers import ROOT, wait_until
 
 
 def queued(owner, n=3, name="news"):
@@ -150,6 +153,58 @@ def test_service_delete_is_refused_while_mail_is_claimed_through_it(busy, email_
     assert everything() == before
     service_delete(service=fresh)
     assert not EmailService.objects.filter(pk=fresh.pk).exists()
+
+
+def lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_racing_a_claim_waits_for_it_and_then_refuses(user, email_service):
+    task = queued(user, n=2)
+    target = SubTask.objects.filter(task=task).order_by("pk").first()
+    claimed, commit = threading.Event(), threading.Event()
+    outcome: dict[str, str] = {}
+
+    def claim_under_way() -> None:
+        # What a claim does in its transaction: lock a pending subtask and allocate it.
+        try:
+            with transaction.atomic():
+                SubTask.objects.select_for_update().filter(pk=target.pk).update(
+                    status="allocated", service=email_service, claim_token=uuid.uuid4()
+                )
+                claimed.set()
+                commit.wait(30)
+        finally:
+            connection.close()
+
+    def delete() -> None:
+        try:
+            task_delete(task=task)
+            outcome["result"] = "deleted"
+        except InFlightError as exc:
+            outcome["result"] = str(exc)
+        finally:
+            connection.close()
+
+    claimer = threading.Thread(target=claim_under_way)
+    claimer.start()
+    assert claimed.wait(30)
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    wait_until(lambda: lock_waiters() == 1, timeout=30, what="the delete waiting for the claim's row lock")
+    commit.set()
+    claimer.join()
+    deleter.join()
+
+    assert outcome == {"result": IN_FLIGHT}
+    assert Counter(SubTask.objects.filter(task=task).values_list("status", flat=True)) == {"allocated": 1, "pending": 1}
+    assert Task.objects.get(pk=task.pk).status == "pending"
 
 
 # --- admin ------------------------------------------------------------------------------------------
