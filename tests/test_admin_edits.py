@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from queues.models import EmailService, SubTask, Task, UserQueue
+from queues.models import EmailService, Task, UserQueue
 from queues.services import task_create
 
 
@@ -142,11 +142,6 @@ def test_service_edits_are_checked_like_the_api(staff_client, email_service_fact
 
     assert form_errors(response) == errors
     assert EmailService.objects.values().get(pk=service.pk) == before
-
-
-def test_a_subtask_count_check(user):
-    task = queued_task(user)
-    assert SubTask.objects.filter(task=task).count() == 2
 
 
 def test_a_new_service_is_checked_like_the_api_and_saved_when_valid(staff_client):

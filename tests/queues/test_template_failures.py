@@ -32,6 +32,8 @@ def test_a_task_whose_templates_do_not_compile_fails_with_its_reason(
     assert (task.status, task.failure_reason) == (Task.Status.FAILED, reason)
     assert Counter(SubTask.objects.values_list("status", "error_message")) == {(SubTask.Status.FAILED, reason): 5}
     assert smtp_sink.snapshot() == []
+    # The two claimed ones were recorded failed (one attempt each), not given back to be claimed again.
+    assert Counter(SendAttempt.objects.values_list("outcome", "smtp_reply")) == {("permanent", reason): 2}
     alert = Alert.objects.get(alert_type="task_failed")
     assert (alert.subject, alert.severity, alert.message) == (
         f"task:{task.pk}",
