@@ -364,15 +364,26 @@ def test_erase_user_command_needs_a_confirmation(busy, monkeypatch):
     assert not User.objects.filter(username="bob").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["nobody", "--yes"], "CommandError: no user with the username or id 'nobody'"),
+        (["bob"], "CommandError: not confirmed: nothing was erased"),
+    ],
+    ids=["unknown-user", "no-confirmation"],
+)
 @pytest.mark.django_db(transaction=True)
-def test_erase_user_command_exits_non_zero_with_one_readable_line():
+def test_erase_user_command_exits_non_zero_with_one_readable_line(user_factory, args, error):
+    user_factory(username="bob")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "erase_user", "nobody", "--yes"],
+        [sys.executable, str(ROOT / "manage.py"), "erase_user", *args],
         cwd=ROOT,
         env=child_environment(),
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == ["CommandError: no user with the username or id 'nobody'"]
+    assert result.stderr.strip().splitlines() == [error]
+    assert User.objects.filter(username="bob").exists()

@@ -20,7 +20,10 @@ class Command(BaseCommand):
     def handle(self, *args, user: str, yes: bool, **options) -> None:
         target = self._find(user)
         if not yes:
-            answer = input(f"Erase user {target.username} and all their data? Type 'yes' to confirm: ")
+            try:
+                answer = input(f"Erase user {target.username} and all their data? Type 'yes' to confirm: ")
+            except EOFError:  # no terminal to ask (a script): only --yes erases
+                answer = ""
             if answer.strip().lower() != "yes":
                 raise CommandError("not confirmed: nothing was erased")
         try:
