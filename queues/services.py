@@ -615,6 +615,7 @@ def user_erase(*, user) -> dict[str, int]:
 
     Returns how many rows of each kind were deleted.
     """
+    user_id = user.pk  # delete() clears it
     with transaction.atomic():
         list(Task.objects.select_for_update().filter(owner=user).values_list("pk", flat=True))
         _stop_claims(SubTask.objects.filter(owner=user), timezone.now())
@@ -628,5 +629,5 @@ def user_erase(*, user) -> dict[str, int]:
         }
         UserQueue.objects.filter(user=user).delete()
         user.delete()
-    logger.info("user erased", extra={"user": str(user.pk), **{k.replace(" ", "_"): v for k, v in counts.items()}})
+    logger.info("user erased", extra={"user": str(user_id), **{k.replace(" ", "_"): v for k, v in counts.items()}})
     return counts
