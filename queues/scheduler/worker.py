@@ -127,7 +127,7 @@ class SchedulerWorker:
         self._in_flight_lock = threading.Condition()
         self._senders_done = threading.Event()
         self._recorder_failing = threading.Event()
-        self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
+        self._tasks: dict[uuid.UUID, tuple[float, CompiledTask, dt.datetime]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
@@ -388,18 +388,25 @@ class SchedulerWorker:
     def _compiled_tasks(self, task_ids: set[uuid.UUID]) -> tuple[dict[uuid.UUID, CompiledTask], dict[uuid.UUID, str]]:
         """The tasks' compiled templates, and why each task that cannot be compiled fails."""
         now = time.monotonic()
-        missing = [t for t in task_ids if t not in self._tasks or now - self._tasks[t][0] > TASK_CACHE_SECONDS]
+        # Compiled again when the task's row changed: an edit made while it was
+        # paused (and the resume) must be what goes out next, not the cached copy.
+        versions = dict(Task.objects.filter(pk__in=task_ids).values_list("pk", "updated_at"))
+        missing = [
+            t
+            for t in versions
+            if t not in self._tasks or self._tasks[t][2] != versions[t] or now - self._tasks[t][0] > TASK_CACHE_SECONDS
+        ]
         broken: dict[uuid.UUID, str] = {}
         if missing:
             for task in Task.objects.filter(pk__in=missing):
                 try:
-                    self._tasks[task.pk] = (now, compile_task(task))
+                    self._tasks[task.pk] = (now, compile_task(task), task.updated_at)
                 except TemplateError as exc:
                     broken[task.pk] = f"the task's templates cannot be used: {exc}"
                     logger.warning("task templates do not compile", extra={"task": str(task.pk), "error": str(exc)})
         if len(self._tasks) > 10_000:
             self._tasks = {k: v for k, v in self._tasks.items() if now - v[0] <= TASK_CACHE_SECONDS}
-        return {t: self._tasks[t][1] for t in task_ids if t in self._tasks}, broken
+        return {t: self._tasks[t][1] for t in versions if t in self._tasks}, broken
 
     def _heartbeat(self, *, started: bool = False, stopped: bool = False) -> None:
         now_mono = time.monotonic()

@@ -71,3 +71,19 @@ def test_one_contacts_bad_data_fails_only_its_mail_and_for_good(smtp_sink, email
     assert list(SendAttempt.objects.filter(subtask=bad).values_list("outcome", flat=True)) == ["permanent"]
     assert [r.recipient for r in smtp_sink.snapshot()] == ["good@x.example"]
     assert Task.objects.get().status == Task.Status.COMPLETED
+
+
+def test_an_edit_made_while_paused_is_what_goes_out_after_resume(user):
+    from queues.scheduler.worker import SchedulerWorker
+    from queues.services import task_pause, task_resume, task_update
+
+    task = task_create(owner=user, name="n", subject="Sale ends Fryday", body_text="b", recipients=["a@x.example"])
+    worker = SchedulerWorker(concurrency=1)
+    assert worker._compiled_tasks({task.pk})[0][task.pk].subject.render({}) == "Sale ends Fryday"
+
+    task_pause(task=task)
+    task_update(task=task, subject="Sale ends Friday")
+    task_resume(task=task)
+
+    compiled, broken = worker._compiled_tasks({task.pk})
+    assert (compiled[task.pk].subject.render({}), broken) == ("Sale ends Friday", {})
