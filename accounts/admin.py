@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts.models import User
@@ -71,5 +71,6 @@ class UserAdmin(DjangoUserAdmin):
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         user_erase(user=obj)
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None):
-        return refusable_delete(self, request, object_id, extra_context)
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        parent = super().delete_view
+        return refusable_delete(self, request, object_id, lambda: parent(request, object_id, extra_context))

@@ -136,14 +136,15 @@ class EmailServiceAdmin(SaveChangedFieldsAdmin):
 
     def get_deleted_objects(self, objs, request: HttpRequest) -> tuple[list, dict, set, list]:
         with_history = SubTask.objects.filter(service__in=objs).count()
-        protected = [f"{with_history} subtasks sent or claimed through it: disable the service instead"]
+        protected = [f"{with_history} subtasks went through it and its history is kept: disable the service instead"]
         return [str(o) for o in objs], {"email services": len(objs)}, set(), protected if with_history else []
 
     def delete_model(self, request: HttpRequest, obj: EmailService) -> None:
         service_delete(service=obj)
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None):
-        return refusable_delete(self, request, object_id, extra_context)
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        parent = super().delete_view
+        return refusable_delete(self, request, object_id, lambda: parent(request, object_id, extra_context))
 
     @admin.action(description="Enable selected services", permissions=["change"])
     def enable_services(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:
@@ -182,12 +183,12 @@ class EmailServiceAdmin(SaveChangedFieldsAdmin):
 
 
 def refusable_delete(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, object_id: str, extra_context: dict | None
+    modeladmin: admin.ModelAdmin, request: HttpRequest, object_id: str, delete_view: Callable[[], HttpResponse]
 ) -> HttpResponse:
     """The admin's delete page, where the service function may refuse: its reason shown, nothing deleted."""
     try:
-        return admin.ModelAdmin.delete_view(modeladmin, request, object_id, extra_context)
-    except TaskStateError as exc:  # raised inside the delete's transaction, so it was rolled back
+        return delete_view()
+    except TaskStateError as exc:  # raised inside the delete page's transaction, so it was rolled back
         modeladmin.message_user(request, f"Not deleted: {exc}", messages.ERROR)
         opts = modeladmin.model._meta
         return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id]))
@@ -255,8 +256,9 @@ class TaskAdmin(admin.ModelAdmin):
     def delete_model(self, request: HttpRequest, obj: Task) -> None:
         task_delete(task=obj)
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None):
-        return refusable_delete(self, request, object_id, extra_context)
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        parent = super().delete_view
+        return refusable_delete(self, request, object_id, lambda: parent(request, object_id, extra_context))
 
     @admin.action(description="Pause selected tasks", permissions=["change"])
     def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:

@@ -249,7 +249,9 @@ def test_admin_service_delete_refused_while_in_flight(staff, busy):
     )
 
     assert response.status_code == 200
-    assert "2 subtasks sent or claimed through it: disable the service instead" in response.content.decode()
+    assert (
+        "2 subtasks went through it and its history is kept: disable the service instead" in response.content.decode()
+    )
     assert everything() == before
 
 
