@@ -3,21 +3,29 @@ from collections.abc import Callable
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from edm.admin_actions import Result, apply_to_each
 from edm.admin_readonly import ReadOnlyAdmin, all_fields
 from edm.admin_saving import SaveChangedFieldsAdmin
+from queues.api.serializers import EmailServiceSerializer
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import (
+    EDITABLE_IN,
     RUNNABLE,
     TaskStateError,
+    TaskValidationError,
+    service_delete,
     service_reset_quota,
     service_set_enabled,
     task_cancel,
+    task_delete,
     task_pause,
     task_resume,
     task_retry_failed,
+    task_update,
+    task_update_check,
 )
 
 
@@ -52,6 +60,23 @@ class EmailServiceForm(forms.ModelForm):
     def clean_backend_options(self) -> dict:
         value = self.cleaned_data.get("backend_options")
         return value if value not in (None, "") else (self.instance.backend_options or {})
+
+    def clean(self) -> dict:
+        """The API's rules (EmailServiceSerializer) on what the operator entered or changed."""
+        cleaned = super().clean()
+        adding = self.instance._state.adding
+        # The name's uniqueness is the model form's own check; is_enabled goes through service_set_enabled.
+        skip = {"name", "is_enabled"}
+        writable = {
+            name for name, field in EmailServiceSerializer().fields.items() if not field.read_only and name not in skip
+        }
+        given = set(self.fields) if adding else set(self.changed_data)
+        data = {name: cleaned[name] for name in given & writable if name in cleaned}
+        serializer = EmailServiceSerializer(instance=None if adding else self.instance, data=data, partial=True)
+        if not serializer.is_valid():
+            for name, errors in serializer.errors.items():
+                self.add_error(name if name in self.fields else None, [str(e) for e in errors])
+        return cleaned
 
 
 @admin.register(EmailService)
@@ -94,6 +119,33 @@ class EmailServiceAdmin(SaveChangedFieldsAdmin):
     )
     actions = ("enable_services", "disable_services", "reset_quota")
 
+    def save_model(self, request: HttpRequest, obj: EmailService, form: forms.ModelForm, change: bool) -> None:
+        enable = "is_enabled" in form.changed_data and change
+        if enable:
+            # Through the service function: enabling also clears a failure back-off.
+            form.changed_data.remove("is_enabled")
+        super().save_model(request, obj, form, change)
+        if enable:
+            service_set_enabled(service=obj, enabled=obj.is_enabled)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # One object at a time, through the delete page: service_delete refuses with its reason.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple[list, dict, set, list]:
+        with_history = SubTask.objects.filter(service__in=objs).count()
+        protected = [f"{with_history} subtasks went through it and its history is kept: disable the service instead"]
+        return [str(o) for o in objs], {"email services": len(objs)}, set(), protected if with_history else []
+
+    def delete_model(self, request: HttpRequest, obj: EmailService) -> None:
+        service_delete(service=obj)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        parent = super().delete_view
+        return refusable_delete(self, request, object_id, lambda: parent(request, object_id, extra_context))
+
     @admin.action(description="Enable selected services", permissions=["change"])
     def enable_services(self, request: HttpRequest, queryset: QuerySet[EmailService]) -> None:
         self._set_enabled(request, queryset, enabled=True)
@@ -130,15 +182,48 @@ class EmailServiceAdmin(SaveChangedFieldsAdmin):
         )
 
 
+def refusable_delete(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, object_id: str, delete_view: Callable[[], HttpResponse]
+) -> HttpResponse:
+    """The admin's delete page, where the service function may refuse: its reason shown, nothing deleted."""
+    try:
+        return delete_view()
+    except TaskStateError as exc:  # raised inside the delete page's transaction, so it was rolled back
+        modeladmin.message_user(request, f"Not deleted: {exc}", messages.ERROR)
+        opts = modeladmin.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id]))
+
+
+class TaskForm(forms.ModelForm):
+    """Checked by task_update_check, the rules task_create and the API apply."""
+
+    class Meta:
+        model = Task
+        exclude = ()
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        changes = {name: cleaned[name] for name in self.changed_data if name in EDITABLE_IN and name in cleaned}
+        try:
+            task_update_check(task=Task.objects.get(pk=self.instance.pk), changes=changes)
+        except (TaskValidationError, TaskStateError) as exc:
+            for name, errors in exc.errors.items():
+                self.add_error(name if name in self.fields else None, errors)
+            if not exc.errors:
+                self.add_error(None, str(exc))
+        return cleaned
+
+
 @admin.register(Task)
-class TaskAdmin(SaveChangedFieldsAdmin):
+class TaskAdmin(admin.ModelAdmin):
     list_display = ("name", "owner", "status", "priority", "scheduled_at", "created_at", "completed_at")
     list_filter = ("status", "priority", "created_at")
     search_fields = ("name", "subject", "owner__username", "id")
     list_select_related = ("owner",)
     raw_id_fields = ("owner", "tag")
     # The status moves through the actions (and the scheduler), never by hand.
-    readonly_fields = ("owner", "tag", "status", "created_at", "updated_at", "completed_at")
+    readonly_fields = ("owner", "tag", "status", "failure_reason", "created_at", "updated_at", "completed_at")
+    form = TaskForm
     date_hierarchy = "created_at"
     actions = ("pause_tasks", "resume_tasks", "cancel_tasks", "retry_failed_subtasks")
 
@@ -146,6 +231,34 @@ class TaskAdmin(SaveChangedFieldsAdmin):
         # A task is created with its recipients (task_create: subtasks, rotation,
         # wait metric), which the API does; an empty admin form cannot.
         return False
+
+    def save_model(self, request: HttpRequest, obj: Task, form: forms.ModelForm, change: bool) -> None:
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in EDITABLE_IN}
+        try:
+            task_update(task=obj, **changes)
+        except (TaskValidationError, TaskStateError) as exc:
+            # The task changed status between the form's check and this save (the scheduler or an action).
+            self.message_user(request, f"Not saved: {exc}", messages.ERROR)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # One task at a time, through the delete page: task_delete refuses with its reason.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple[list, dict, set, list]:
+        # A summary: listing every subtask would not fit a page. The subtasks are
+        # deleted by task_delete, not through their (read-only) admin.
+        subtasks = SubTask.objects.filter(task__in=objs).count()
+        summary = [f"{obj}: the task, its {subtasks} subtasks and their send history" for obj in objs]
+        return summary, {"tasks": len(objs), "subtasks": subtasks}, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: Task) -> None:
+        task_delete(task=obj)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        parent = super().delete_view
+        return refusable_delete(self, request, object_id, lambda: parent(request, object_id, extra_context))
 
     @admin.action(description="Pause selected tasks", permissions=["change"])
     def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:

@@ -141,6 +141,7 @@ class Task(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, help_text="Why the whole task failed, when it did.")
 
     class Meta:
         db_table = "tasks"

@@ -7,6 +7,7 @@ changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,16 +17,20 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, ProtectedError, QuerySet
 from django.utils import timezone
 
 from contacts.models import Contact, Tag
 from contacts.tag_manager import ContactTagManager
 from edm.ids import uuid7
+from monitoring.models import Alert, TaskWaitMetric
+from monitoring.services.alerts import AlertManagerService
 from monitoring.services.task_wait import TaskWaitMonitorService
-from queues.models import EmailService, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
+
+logger = logging.getLogger(__name__)
 
 BATCH = 2000
 MAX_SUBJECT = 998
@@ -55,7 +60,15 @@ class TaskValidationError(TaskError):
 
 
 class TaskStateError(TaskError):
-    """The task is not in a state that allows the action."""
+    """The object is not in a state that allows the action; ``errors`` names the fields refused, if any."""
+
+    def __init__(self, message: str, errors: dict[str, list[str]] | None = None) -> None:
+        self.errors = errors or {}
+        super().__init__(message)
+
+
+class InFlightError(TaskStateError):
+    """Mail is being sent right now: deleting the rows under it would break its record."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,21 @@ def _validate_content(*, name: str, subject: str, body_text: str, body_html: str
         raise TaskValidationError(errors)
 
 
+def _validate_settings(*, priority: int, reply_to: str, scheduled_at: dt.datetime | None) -> None:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(priority, int) or not -32768 <= priority <= 32767:
+        errors["priority"] = ["must be between -32768 and 32767"]
+    if reply_to:
+        try:
+            validate_email(reply_to)
+        except ValidationError:
+            errors["reply_to"] = [f"{reply_to[:100]!r} is not a valid e-mail address"]
+    if scheduled_at is not None and (not isinstance(scheduled_at, dt.datetime) or timezone.is_naive(scheduled_at)):
+        errors["scheduled_at"] = ["must be a date and time with a time zone"]
+    if errors:
+        raise TaskValidationError(errors)
+
+
 def task_create(
     *,
     owner,
@@ -187,15 +215,9 @@ def task_create(
     if (recipients is None) == (tag is None):
         raise TaskValidationError({"recipients": ["give either a recipient list or a tag, not both or neither"]})
     _validate_content(name=name, subject=subject, body_text=body_text, body_html=body_html, from_name=from_name)
-    if not -32768 <= priority <= 32767:
-        raise TaskValidationError({"priority": ["must be between -32768 and 32767"]})
+    _validate_settings(priority=priority, reply_to=reply_to, scheduled_at=scheduled_at)
     if tag is not None and tag.owner_id != owner.pk:
         raise TaskValidationError({"tag": ["no such tag"]})
-    if reply_to:
-        try:
-            validate_email(reply_to)
-        except ValidationError:
-            raise TaskValidationError({"reply_to": [f"{reply_to!r} is not a valid e-mail address"]}) from None
     parsed = parse_recipients(recipients) if recipients is not None else None
     if parsed is not None and not parsed:
         raise TaskValidationError({"recipients": ["the list is empty"]})
@@ -282,6 +304,72 @@ def _locked_task(task_id: uuid.UUID) -> Task:
     return Task.objects.select_for_update().get(pk=task_id)
 
 
+# What may change in which status. The mail's content only before sending
+# starts, while paused, or once failed (to fix it, then retry): a sending task's
+# recipients would get different mails. The schedule and the priority only
+# matter while the task still has mail to send. The name is only a label.
+CONTENT_FIELDS = ("subject", "body_text", "body_html", "from_name", "reply_to")
+EDITABLE_IN = {
+    "name": tuple(Task.Status),
+    **dict.fromkeys(CONTENT_FIELDS, (Task.Status.PENDING, Task.Status.PAUSED, Task.Status.FAILED)),
+    "scheduled_at": (Task.Status.PENDING, Task.Status.SENDING, Task.Status.PAUSED),
+    "priority": (Task.Status.PENDING, Task.Status.SENDING, Task.Status.PAUSED),
+}
+
+
+def task_update_check(*, task: Task, changes: dict[str, Any]) -> dict[str, Any]:
+    """Validate an edit of ``task`` as it stands; returns the fields that really change.
+
+    Raises TaskValidationError for bad values and TaskStateError (with the
+    refused fields in ``errors``) for fields the task's status does not let change.
+    """
+    unknown = sorted(set(changes) - set(EDITABLE_IN))
+    if unknown:
+        raise TaskValidationError({field: ["cannot be changed"] for field in unknown})
+    changed = {field: value for field, value in changes.items() if getattr(task, field) != value}
+    refused = {field: [_not_editable(task.status, field)] for field in changed if task.status not in EDITABLE_IN[field]}
+    if refused:
+        raise TaskStateError(" ".join(msgs[0] for msgs in refused.values()), refused)
+    merged = {field: changed.get(field, getattr(task, field)) for field in EDITABLE_IN}
+    _validate_content(**{field: merged[field] for field in ("name", *CONTENT_FIELDS) if field != "reply_to"})
+    _validate_settings(priority=merged["priority"], reply_to=merged["reply_to"], scheduled_at=merged["scheduled_at"])
+    return changed
+
+
+def _not_editable(status: str, field: str) -> str:
+    if field in CONTENT_FIELDS:
+        hint = ": pause it first" if status == Task.Status.SENDING else ""
+        return f"a {status} task's content cannot change{hint}"
+    return f"a {status} task's {'schedule' if field == 'scheduled_at' else field} cannot change"
+
+
+def task_update(*, task: Task, **changes: Any) -> Task:
+    """Edit a task's content, schedule or priority; the change holds from the next claim on.
+
+    Checked as task_create checks; validated again under the task's row lock,
+    so a status change that raced the caller's check is still refused.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        locked = _locked_task(task.pk)
+        changed = task_update_check(task=locked, changes=changes)
+        if not changed:
+            return locked
+        for field, value in changed.items():
+            setattr(locked, field, value)
+        locked.save(update_fields=[*changed, "updated_at"])
+        if "priority" in changed:
+            locked.subtasks.filter(status=SubTask.Status.PENDING).update(priority=locked.priority)
+        if "scheduled_at" in changed:
+            entry = max(now, locked.scheduled_at) if locked.scheduled_at else now
+            # The first-send wait counts from when the task may start, as task_create records it.
+            locked.wait_metrics.filter(status=TaskWaitMetric.Status.WAITING).update(queue_entry_time=entry)
+            if locked.status in RUNNABLE:
+                # ready_at only ever moves earlier here; a later schedule is found by the next claim.
+                user_queue_activate(user_ids=[locked.owner_id], at=entry)
+    return locked
+
+
 def task_pause(*, task: Task) -> Task:
     """Stop new claims of the task at once; sends already under way finish."""
     with transaction.atomic():
@@ -349,7 +437,8 @@ def task_retry_failed(*, task: Task) -> int:
         if retried and locked.status in (Task.Status.COMPLETED, Task.Status.FAILED):
             locked.status = Task.Status.SENDING
             locked.completed_at = None
-            locked.save(update_fields=["status", "completed_at", "updated_at"])
+            locked.failure_reason = ""
+            locked.save(update_fields=["status", "completed_at", "failure_reason", "updated_at"])
         if retried and locked.status in RUNNABLE:
             user_queue_activate(user_ids=[locked.owner_id], at=now)
     return retried
@@ -438,3 +527,107 @@ def service_set_enabled(*, service: EmailService, enabled: bool) -> bool:
 def service_reset_quota(*, service: EmailService) -> None:
     """Start the service's current quota day again from zero (an operator's decision)."""
     EmailService.objects.filter(pk=service.pk).update(used_quota=0, updated_at=timezone.now())
+
+
+def service_delete(*, service: EmailService) -> None:
+    """Delete a service that holds no claimed mail and never sent (one with history is disabled instead)."""
+    with transaction.atomic():
+        # The claim locks ready services (SKIP LOCKED): holding the row, no new claim can use it.
+        locked = EmailService.objects.select_for_update().filter(pk=service.pk).first()
+        if locked is None:
+            return
+        claimed = SubTask.objects.filter(service=locked, status__in=SubTask.CLAIMED).count()
+        if claimed:
+            raise InFlightError(
+                f"{_mails(claimed)} being sent through this service right now: "
+                "disable it, and delete it once they are recorded"
+            )
+        try:
+            locked.delete()
+        except ProtectedError:
+            raise TaskStateError("the service has sent mail and its history is kept: disable it instead") from None
+
+
+def task_fail(*, task_id: uuid.UUID, reason: str) -> bool:
+    """Fail a task that cannot be sent at all (its templates do not compile), with the reason.
+
+    Its pending subtasks fail with the same reason and an alert is raised.
+    Returns False if the task was already finished (another worker got there first).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Task.objects.select_for_update().filter(pk=task_id).first()
+        if locked is None or locked.status not in (*RUNNABLE, Task.Status.PAUSED):
+            return False
+        locked.subtasks.filter(status=SubTask.Status.PENDING).update(
+            status=SubTask.Status.FAILED, error_message=reason[:2000], updated_at=now
+        )
+        locked.status = Task.Status.FAILED
+        locked.failure_reason = reason
+        locked.completed_at = now
+        locked.save(update_fields=["status", "failure_reason", "completed_at", "updated_at"])
+    AlertManagerService.create_alert(
+        alert_type="task_failed",
+        severity=Alert.Severity.CRITICAL,
+        subject=f"task:{task_id}",
+        message=f"Task {locked.name} failed: {reason}",
+        details={"task_id": str(task_id), "user_id": str(locked.owner_id), "reason": reason},
+    )
+    logger.warning("task failed", extra={"task": str(task_id), "reason": reason})
+    return True
+
+
+def _mails(count: int) -> str:
+    return "1 mail is" if count == 1 else f"{count} mails are"
+
+
+def _stop_claims(subtasks: QuerySet[SubTask], now: dt.datetime) -> None:
+    """Cancel the pending subtasks, then refuse if any are claimed.
+
+    Call inside a transaction that goes on to delete them: the update locks
+    every pending row (a claim skips locked rows), and a row a claim locked
+    first is seen claimed once that claim commits. Nothing can be claimed
+    between this check and the delete.
+    """
+    subtasks.filter(status=SubTask.Status.PENDING).update(status=SubTask.Status.CANCELLED, updated_at=now)
+    in_flight = subtasks.filter(status__in=SubTask.CLAIMED).count()
+    if in_flight:
+        raise InFlightError(
+            f"{_mails(in_flight)} being sent right now: pause or cancel the work, "
+            "and try again once they are recorded (within a minute or so); nothing was deleted"
+        )
+
+
+def task_delete(*, task: Task) -> None:
+    """Cancel the task and delete it with its subtasks and their history; refused while mail is in flight."""
+    with transaction.atomic():
+        locked = Task.objects.select_for_update().filter(pk=task.pk).first()
+        if locked is None:
+            return
+        _stop_claims(SubTask.objects.filter(task=locked), timezone.now())
+        SendAttempt.objects.filter(subtask__task=locked).delete()
+        locked.delete()
+    logger.info("task deleted", extra={"task": str(task.pk)})
+
+
+def user_erase(*, user) -> dict[str, int]:
+    """Delete a user and everything of theirs; refused (nothing changed) while their mail is in flight.
+
+    Returns how many rows of each kind were deleted.
+    """
+    user_id = user.pk  # delete() clears it
+    with transaction.atomic():
+        list(Task.objects.select_for_update().filter(owner=user).values_list("pk", flat=True))
+        _stop_claims(SubTask.objects.filter(owner=user), timezone.now())
+        counts = {
+            "send attempts": SendAttempt.objects.filter(subtask__owner=user).delete()[0],
+            "subtasks": SubTask.objects.filter(owner=user).delete()[0],
+            "wait metrics": TaskWaitMetric.objects.filter(user=user).delete()[0],
+            "tasks": Task.objects.filter(owner=user).delete()[0],
+            "contacts": Contact.objects.filter(owner=user).delete()[0],
+            "tags": Tag.objects.filter(owner=user).delete()[0],
+        }
+        UserQueue.objects.filter(user=user).delete()
+        user.delete()
+    logger.info("user erased", extra={"user": str(user_id), **{k.replace(" ", "_"): v for k, v in counts.items()}})
+    return counts

@@ -246,6 +246,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "priority",
             "scheduled_at",
             "status",
+            "failure_reason",
             "progress",
             "wait",
             "created_at",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.db.models import Prefetch, ProtectedError
+from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -17,20 +17,16 @@ from queues.api import serializers
 from queues.api.filters import EmailServiceFilter, SubTaskFilter, TaskFilter
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import (
+    service_delete,
     service_reset_quota,
     service_set_enabled,
     task_cancel,
     task_create,
+    task_delete,
     task_pause,
     task_resume,
     task_retry_failed,
 )
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The object's state does not allow this."
-
 
 _SERVICE_ACTION = extend_schema(request=None, responses={200: serializers.EmailServiceSerializer})
 
@@ -67,10 +63,7 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
             raise exceptions.ValidationError({"name": [f"a service named {name!r} already exists"]}) from None
 
     def perform_destroy(self, instance: EmailService) -> None:
-        try:
-            instance.delete()
-        except ProtectedError:
-            raise Conflict("the service has sent mail and its history is kept: disable it instead") from None
+        service_delete(service=instance)
 
     @_SERVICE_ACTION
     @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
@@ -101,11 +94,18 @@ _TASK_ACTION = {"detail": True, "methods": ["post"], "filter_backends": [], "pag
     list=extend_schema(summary="Your tasks, with progress and wait time"),
     retrieve=extend_schema(summary="One of your tasks, with progress and wait time"),
 )
-class TaskViewSet(OwnerScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class TaskViewSet(
+    OwnerScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Create and follow sending tasks; status changes only through the actions.
 
-    There is no update and no delete: a task's content is fixed once its
-    subtasks exist, and a task is stopped by cancelling it (its history stays).
+    There is no update: a task's content is fixed once its subtasks exist.
+    A delete cancels the task and removes it with its subtasks and their
+    history; it is refused (409) while its mail is being sent.
     """
 
     queryset = Task.objects.prefetch_related(
@@ -160,6 +160,13 @@ class TaskViewSet(OwnerScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         task = self.get_object()
         retried = task_retry_failed(task=task)
         return Response({"retried": retried, "task": self.get_serializer(self._reload(task)).data})
+
+    @extend_schema(summary="Delete a task with its subtasks and history (409 while its mail is being sent)")
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        return super().destroy(request, pk=pk)
+
+    def perform_destroy(self, instance: Task) -> None:
+        task_delete(task=instance)
 
     def _reload(self, task: Task) -> Task:
         return self.get_queryset().get(pk=task.pk)

@@ -74,6 +74,11 @@ def _date_header() -> str:
     return _date_cache.value
 
 
+def _one_line(value: str) -> str:
+    """A header value as one line: a CR or LF in it would start a header of its own (Bcc: ...)."""
+    return " ".join(value.split()) if "\r" in value or "\n" in value else value
+
+
 def _header(value: str) -> str:
     if value.isascii():
         return value
@@ -126,17 +131,19 @@ def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, m
     subject = " ".join(compiled.subject.render(contact).split())
     text = compiled.text.render(contact) if compiled.text else None
     html = compiled.html.render(contact) if compiled.html else None
-    from_header = formataddr((compiled.from_name, from_email), charset="utf-8") if compiled.from_name else from_email
+    # Validation refuses line breaks in these; rows written around it must not inject headers either.
+    from_name, from_email, reply_to = _one_line(compiled.from_name), _one_line(from_email), _one_line(compiled.reply_to)
+    from_header = formataddr((from_name, from_email), charset="utf-8") if from_name else from_email
     headers = [
         f"Date: {_date_header()}",
         f"From: {from_header}",
-        f"To: {recipient}",
+        f"To: {_one_line(recipient)}",
         f"Subject: {_header(subject)}",
-        f"Message-ID: {message_id}",
+        f"Message-ID: {_one_line(message_id)}",
         "MIME-Version: 1.0",
     ]
-    if compiled.reply_to:
-        headers.append(f"Reply-To: {compiled.reply_to}")
+    if reply_to:
+        headers.append(f"Reply-To: {reply_to}")
     if text is not None and html is not None:
         boundary = f"==edm-{uuid.uuid4().hex}"
         headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
@@ -154,6 +161,6 @@ def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, m
         text=text,
         html=html,
         from_header=from_header,
-        reply_to=compiled.reply_to,
+        reply_to=reply_to,
         data=data,
     )

@@ -67,6 +67,8 @@ from queues.scheduler.transports import (
     ServiceConfig,
     open_transport,
 )
+from queues.services import task_fail
+from queues.templates import TemplateError
 
 logger = logging.getLogger("queues.scheduler")
 
@@ -164,7 +166,7 @@ class SchedulerWorker:
         self._db_unreachable_at = float("-inf")  # last time the claim loop found the database down
         self._abandoned = 0  # outcomes given up on at shutdown (left to recovery)
         self._was_stalled = False
-        self._tasks: dict[uuid.UUID, tuple[float, CompiledTask]] = {}
+        self._tasks: dict[uuid.UUID, tuple[float, CompiledTask, dt.datetime]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
         self._clock_offset = dt.timedelta(0)  # database's clock minus this host's
@@ -372,12 +374,16 @@ class SchedulerWorker:
         with self._in_flight_lock:
             self._in_flight += len(claim.items)
         # Marked processing one by one as senders take them up (SendStarter).
-        tasks = self._compiled_tasks({i.task_id for i in claim.items})
+        tasks, broken = self._compiled_tasks({i.task_id for i in claim.items})
         services = self._service_configs(claim)
         rates = {sid: effective_rate(s, config["default_sending_rate"]) for sid, s in claim.services.items()}
         claimed_at = time.monotonic()
         for item in claim.items:
             lease = claim.leases.get(item.service_id)
+            if item.task_id in broken:
+                # Recorded failed, not given back: a release would be claimed again at once, forever.
+                self._results.put(self._not_sent(item, claim.token, rates[item.service_id], broken[item.task_id]))
+                continue
             if item.task_id not in tasks or item.service_id not in services:
                 self._results.put(Release(item, claim.token, lease))
                 continue
@@ -405,6 +411,20 @@ class SchedulerWorker:
                     lease=lease,
                 )
             )
+        for task_id, reason in broken.items():
+            task_fail(task_id=task_id, reason=reason)
+
+    @staticmethod
+    def _not_sent(item: ClaimedSubTask, token: uuid.UUID, rate: float, reason: str) -> SendResult:
+        now = timezone.now()
+        return SendResult(
+            item=item,
+            token=token,
+            delivery=Delivery(PERMANENT, None, reason),
+            started_at=now,
+            finished_at=now,
+            rate=rate,
+        )
 
     def _release_unstarted(self, work: WorkItem) -> None:
         """Give back claimed work that no sender took up (task paused or cancelled, claim lost, stopping)."""
@@ -425,18 +445,28 @@ class SchedulerWorker:
                 self._services[service.pk] = ServiceConfig.from_service(service)
         return {sid: self._services[sid] for sid in claim.services if sid in self._services}
 
-    def _compiled_tasks(self, task_ids: set[uuid.UUID]) -> dict[uuid.UUID, CompiledTask]:
+    def _compiled_tasks(self, task_ids: set[uuid.UUID]) -> tuple[dict[uuid.UUID, CompiledTask], dict[uuid.UUID, str]]:
+        """The tasks' compiled templates, and why each task that cannot be compiled fails."""
         now = time.monotonic()
-        missing = [t for t in task_ids if t not in self._tasks or now - self._tasks[t][0] > TASK_CACHE_SECONDS]
+        # Compiled again when the task's row changed: an edit made while it was
+        # paused (and the resume) must be what goes out next, not the cached copy.
+        versions = dict(Task.objects.filter(pk__in=task_ids).values_list("pk", "updated_at"))
+        missing = [
+            t
+            for t in versions
+            if t not in self._tasks or self._tasks[t][2] != versions[t] or now - self._tasks[t][0] > TASK_CACHE_SECONDS
+        ]
+        broken: dict[uuid.UUID, str] = {}
         if missing:
             for task in Task.objects.filter(pk__in=missing):
                 try:
-                    self._tasks[task.pk] = (now, compile_task(task))
-                except ValueError:
-                    logger.exception("task templates do not compile", extra={"task": str(task.pk)})
+                    self._tasks[task.pk] = (now, compile_task(task), task.updated_at)
+                except TemplateError as exc:
+                    broken[task.pk] = f"the task's templates cannot be used: {exc}"
+                    logger.warning("task templates do not compile", extra={"task": str(task.pk), "error": str(exc)})
         if len(self._tasks) > 10_000:
             self._tasks = {k: v for k, v in self._tasks.items() if now - v[0] <= TASK_CACHE_SECONDS}
-        return {t: self._tasks[t][1] for t in task_ids if t in self._tasks}
+        return {t: self._tasks[t][1] for t in versions if t in self._tasks}, broken
 
     def _heartbeat(self, *, started: bool = False, stopped: bool = False) -> None:
         """Report this worker, in the database's time; liveness only while its loops make progress."""
@@ -552,12 +582,19 @@ class SchedulerWorker:
             transport = transports[work.service.id] = open_transport(work.service)
         try:
             mail = render_mail(work.task, work.item, work.service.from_email, work.item.message_id)
-            delivery = transport.send(mail, deadline=time.monotonic() + work.budget)
         except UnsendableAddress as exc:  # no retry can change the address
             delivery = Delivery(PERMANENT, None, str(exc))
-        except Exception as exc:  # a bug or a template error must fail this mail, not the worker
-            logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
-            delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # this recipient's data breaks the templates: the same on every retry
+            logger.warning("mail cannot be rendered", extra={"subtask": str(work.item.id), "error": repr(exc)})
+            delivery = Delivery(
+                PERMANENT, None, f"cannot render the mail for this recipient: {type(exc).__name__}: {exc}"
+            )
+        else:
+            try:
+                delivery = transport.send(mail, deadline=time.monotonic() + work.budget)
+            except Exception as exc:  # a bug must fail this mail, not the worker
+                logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
+                delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
         finished_at = self._now()
         metrics.SEND_SECONDS.labels(delivery.outcome).observe((finished_at - started_at).total_seconds())
         return SendResult(

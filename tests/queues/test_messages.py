@@ -85,3 +85,25 @@ def test_subject_line_breaks_are_folded_into_spaces():
     message = parse(mail.data)
     assert message["Subject"] == "a x Bcc: victim@example.org"
     assert message["Bcc"] is None
+
+
+@pytest.mark.parametrize(
+    ("from_name", "reply_to"),
+    [
+        ("Evil\r\nBcc: x@example.com", ""),
+        ("Evil\nBcc: x@example.com", ""),
+        ("News", "a@b.example\r\nBcc: x@example.com"),
+    ],
+    ids=["crlf-name", "lf-name", "crlf-reply-to"],
+)
+def test_no_header_value_can_start_a_header_line(from_name, reply_to):
+    # Validation refuses these; rows written around it (ORM, SQL) must still not inject headers.
+    task = Task(id=uuid.uuid4(), subject="Hi", body_text="b", from_name=from_name, reply_to=reply_to)
+    mail = render_mail(compile_task(task), item(), "news@sender.example\r\nBcc: y@example.com", "<m@x>")
+    head = mail.data.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n")]
+    assert names == [b"Date", b"From", b"To", b"Subject", b"Message-ID", b"MIME-Version"] + (
+        [b"Reply-To"] if reply_to else []
+    ) + [b"Content-Type", b"Content-Transfer-Encoding"]
+    assert b"\n" not in head.replace(b"\r\n", b"") and b"\r" not in head.replace(b"\r\n", b"")
+    assert parse(mail.data)["Bcc"] is None
