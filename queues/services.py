@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from contacts.models import Contact, Tag
 from contacts.tag_manager import ContactTagManager
+from edm.dbclock import db_now
 from edm.ids import uuid7
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
@@ -222,7 +223,7 @@ def task_create(
     if parsed is not None and not parsed:
         raise TaskValidationError({"recipients": ["the list is empty"]})
 
-    now = timezone.now()
+    now = db_now()  # next_attempt_at and ready times are compared by claims
     with transaction.atomic():
         task = Task.objects.create(
             owner=owner,
@@ -349,7 +350,7 @@ def task_update(*, task: Task, **changes: Any) -> Task:
     Checked as task_create checks; validated again under the task's row lock,
     so a status change that raced the caller's check is still refused.
     """
-    now = timezone.now()
+    now = db_now()  # next_attempt_at and ready times are compared by claims
     with transaction.atomic():
         locked = _locked_task(task.pk)
         changed = task_update_check(task=locked, changes=changes)
@@ -394,7 +395,7 @@ def task_resume(*, task: Task) -> Task:
         started = locked.subtasks.exclude(status=SubTask.Status.PENDING).exists()
         locked.status = Task.Status.SENDING if started else Task.Status.PENDING
         locked.save(update_fields=["status", "updated_at"])
-        user_queue_activate(user_ids=[locked.owner_id], at=timezone.now())
+        user_queue_activate(user_ids=[locked.owner_id], at=db_now())
     tasks_complete_if_done([locked.pk])
     locked.refresh_from_db()
     return locked
@@ -424,7 +425,7 @@ def task_retry_failed(*, task: Task) -> int:
         locked = _locked_task(task.pk)
         if locked.status == Task.Status.CANCELLED:
             raise TaskStateError("a cancelled task cannot be retried")
-        now = timezone.now()
+        now = db_now()  # next_attempt_at and ready times are compared by claims
         retried = locked.subtasks.filter(status=SubTask.Status.FAILED).update(
             status=SubTask.Status.PENDING,
             attempts=0,
@@ -491,7 +492,7 @@ def task_release_parked(*, task: Task, delivered: bool) -> int:
     delivered=False: send it again, with the same Message-ID.
     Returns how many subtasks were released.
     """
-    now = timezone.now()
+    now = db_now()  # next_attempt_at and ready times are compared by claims
     with transaction.atomic():
         locked = _locked_task(task.pk)
         parked = locked.subtasks.filter(status=SubTask.Status.PARKED)

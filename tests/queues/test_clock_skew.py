@@ -9,6 +9,8 @@ database's clock, so the skew changes nothing.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import pytest
 
@@ -17,8 +19,8 @@ from edm.dbclock import db_now
 from queues.models import SubTask, UserQueue
 from queues.scheduler.claim import claim_subtasks, quota_day
 from queues.services import task_create
-from tests.processes import skewed_clock
-from tests.schedulers import wait_until
+from tests.processes import child_environment, skewed_clock
+from tests.schedulers import ROOT, wait_until
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -88,3 +90,25 @@ def test_a_lagging_host_sends_the_users_it_serves_to_the_back_of_the_rotation(
     assert SubTask.objects.get(status="sent").owner_id == first.pk
     turns = dict(UserQueue.objects.values_list("user_id", "turn"))
     assert turns[first.pk] > turns[second.pk]  # served, so behind the user still waiting
+
+
+def test_a_task_created_on_a_host_running_ahead_is_claimable_at_once(email_service_factory, user):
+    # The web process that creates a task may run on another host than the schedulers.
+    email_service_factory(sending_rate=0)
+    script = (
+        "import django; django.setup();"
+        "from accounts.models import User; from queues.services import task_create;"
+        f"task_create(owner=User.objects.get(pk='{user.pk}'), name='t', subject='s', body_text='b',"
+        " recipients=['a@x.example', 'b@x.example'])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script],
+        env={**child_environment(), **skewed_clock("+300s")},
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )
+
+    taken = claim_subtasks(worker_id="here", limit=2, queue_config=get_config_by_category("queue"))
+
+    assert len(taken.items) == 2
