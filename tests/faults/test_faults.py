@@ -326,19 +326,28 @@ def test_a_postgresql_restart_while_sends_are_on_the_wire(
     services = make_services(email_service_factory, smtp_sink.port, 5, timeout=10.0)
     queue_mail(user_factory, total, users=20)
     smtp_sink.latency = 0.005
-    schedulers.start(3, *SELF_CONTAINED, "--concurrency", "2", "--until-empty")
+    concurrency = 2
+    schedulers.start(3, *SELF_CONTAINED, "--concurrency", str(concurrency), "--until-empty")
     wait_for(lambda: smtp_sink.count() >= total // 5, timeout=120, what="a fifth sent")
 
-    # Replies now take 3 s: every service gets a send on the wire (one each: their rate leases them).
+    # Replies now take 3 s: every service's slot is claimed (one each: their rate leases them) and the
+    # senders wait on the server's reply.
     smtp_sink.latency = 3.0
 
     def on_the_wire() -> list:
         now = time.time()
         return [r for r in smtp_sink.snapshot() if r.replied_at > now + 0.5]
 
-    wait_for(lambda: len(on_the_wire()) == len(services), timeout=30, what="a send on the wire through every service")
-    wire = {r.message_id for r in on_the_wire()}
-    processing = set(SubTask.objects.filter(status="processing").values_list("message_id", flat=True))
+    at_stop: dict[str, set[str]] = {}
+
+    def mid_send() -> bool:
+        # In this order: a send on the wire stays processing until its reply (>= 0.5 s away) is recorded.
+        at_stop["wire"] = {r.message_id for r in on_the_wire()}
+        at_stop["processing"] = set(SubTask.objects.filter(status="processing").values_list("message_id", flat=True))
+        return len(at_stop["processing"]) >= len(services) and len(at_stop["wire"]) >= concurrency
+
+    wait_for(mid_send, timeout=60, what=f"{len(services)} subtasks processing, {concurrency} of them on the wire")
+    wire, processing = at_stop["wire"], at_stop["processing"]
     replies_at = max(r.replied_at for r in smtp_sink.snapshot() if r.message_id in wire)
     close_default_connection()
     own_postgres.stop()  # fast: every session cut, open transactions rolled back
@@ -379,7 +388,8 @@ def test_a_postgresql_restart_while_sends_are_on_the_wire(
             f"their outcomes recorded {took['recorded']:.1f} s after the start",
         )
     )
-    assert wire <= processing  # what the server was answering was claimed and marked started
+    # Stopped mid-send: the claims were processing, and what the server was answering among them.
+    assert len(processing) >= len(services) and len(wire) >= concurrency and wire <= processing
     assert statuses() == {"sent": total}
     assert delivery.lost == 0
     assert delivery.duplicates == 0  # no process died: every outcome was kept and recorded once
