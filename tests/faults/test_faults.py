@@ -206,7 +206,7 @@ def race_side(side: str, rounds: list[tuple[str, str, str, dict]], barrier) -> l
     for subtask_id, token, worker, item in rounds:
         barrier.wait(timeout=60)
         # Not synchronisation: a few milliseconds either way let either side go first.
-        time.sleep(jitter.uniform(0, 0.004))
+        time.sleep(jitter.uniform(0, 0.015))
         began = db_now()
         if side == "recover":
             recovery = FailureRecoveryService()
