@@ -58,6 +58,8 @@ class ThrowawayCluster:
             owner = pwd.getpwnam("postgres")
             os.chown(self.home, owner.pw_uid, owner.pw_gid)
         self.port = free_port()
+
+    def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
 
     @property
@@ -123,6 +125,13 @@ def close_default_connection() -> None:
         connection.close_pool()
 
 
+def postmaster_started() -> object:
+    """When the server behind the test's default database started (a restart changes it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time()")
+        return cursor.fetchone()[0]
+
+
 @contextmanager
 def default_database_on(cluster: ThrowawayCluster) -> Iterator[None]:
     """Point the test's default database (and so every child process's DATABASE_URL) at the cluster."""
@@ -146,6 +155,7 @@ def throwaway_cluster() -> Iterator[ThrowawayCluster]:
     """A started cluster with a migrated database; the test's default database points at it meanwhile."""
     cluster = ThrowawayCluster()
     try:
+        cluster.init()
         cluster.start()
         cluster.create_database()
         cluster.migrate()

@@ -16,8 +16,9 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -45,8 +46,9 @@ from tests.faults.harness import (
     statuses,
     wait_for,
 )
-from tests.faults.pgcluster import close_default_connection, throwaway_cluster
+from tests.faults.pgcluster import ThrowawayCluster, close_default_connection, postmaster_started, throwaway_cluster
 from tests.processes import run_in_processes
+from tests.schedulers import Schedulers
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -184,7 +186,7 @@ def test_a_kill_after_the_claim_before_smtp_sends_once_through_another_worker(
     assert recovered_count() == 1
 
 
-def race_side(side: str, rounds: list[tuple[str, str, str, dict]], barrier) -> list[tuple]:
+def race_side(side: str, rounds: list[tuple[str, str, str, dict]], barrier: Any) -> list[tuple]:
     """In a process of its own: one side of every round, on the database's clock.
 
     ``recover`` runs the dead-worker rule on the round's claim (read, then a
@@ -293,10 +295,12 @@ def test_recovery_racing_a_completion_never_reverts_a_sent_subtask_nor_writes_tw
 
 
 @pytest.fixture
-def own_postgres(transactional_db):
+def own_postgres(transactional_db: None) -> Iterator[ThrowawayCluster]:
     """A PostgreSQL cluster of this test's own, which it may stop and start (never the machine's shared one)."""
+    shared_since = postmaster_started()
     with throwaway_cluster() as cluster:
         yield cluster
+    assert postmaster_started() == shared_since, "the shared PostgreSQL server was restarted"
 
 
 def first_times(conditions: dict[str, Callable[[], bool]], *, timeout: float, what: str) -> dict[str, float]:
@@ -313,7 +317,7 @@ def first_times(conditions: dict[str, Callable[[], bool]], *, timeout: float, wh
     return seen
 
 
-def scheduler_logs_say(schedulers, text: str) -> bool:
+def scheduler_logs_say(schedulers: Schedulers, text: str) -> bool:
     return any(text in Path(p.log_path).read_text() for p in schedulers.procs)
 
 
