@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
+import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,23 @@ from tests.schedulers import wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REACH_SECONDS = 2.0
+CLAIM_COUNT = re.compile(r'^edm_claim_seconds_count\{result="(\w+)"\} (\d+)\.0$', re.MULTILINE)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def claims(port: int) -> dict[str, int]:
+    """The scheduler's claims so far by result, from its metrics port (empty until it serves them)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return {}
+    return {result: int(n) for result, n in CLAIM_COUNT.findall(text) if int(n)}
 
 
 def queue(owner, n: int) -> None:
@@ -60,12 +81,12 @@ def test_a_shorter_idle_sleep_wakes_a_sleeping_scheduler_within_2_seconds(
 ):
     email_service_factory(port=smtp_sink.port, sending_rate=0)
     queue_config(no_work_sleep_seconds=300)
-    proc = schedulers.start_one("--concurrency", "1")
-    wait_until(lambda: "scheduler started" in Path(proc.log_path).read_text(), timeout=30, what="the scheduler up")
-    time.sleep(1)  # now in its 300 s sleep: no work
+    port = free_port()
+    schedulers.start_one("--concurrency", "1", "--metrics-port", str(port))
+    # Its first claim finds nothing to send: from then on it sleeps for 300 s.
+    wait_until(lambda: claims(port) == {"no_work": 1}, timeout=30, what="the scheduler's first, empty claim")
     queue(user, 1)
-    time.sleep(1)
-    assert smtp_sink.count() == 0, "still asleep with the old setting"
+    assert claims(port) == {"no_work": 1}, "still asleep with the old setting: no claim since"
 
     changed_at = time.time()
     ConfigManagerService.set_config("queue", "no_work_sleep_seconds", 0.1)
@@ -73,3 +94,4 @@ def test_a_shorter_idle_sleep_wakes_a_sleeping_scheduler_within_2_seconds(
     woke_after = smtp_sink.snapshot()[0].received_at - changed_at
     print(f"sleeping scheduler sent {woke_after:.2f} s after the change")
     assert woke_after <= REACH_SECONDS
+    assert claims(port)["claimed"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ from queues.models import MaintenanceRun
 from tests.processes import child_environment
 from tests.schedulers import ROOT, wait_until
 
-BROKER = "redis://127.0.0.1:6379/14"
+# The Redis the run was given (CI and parallel runs each use their own database).
+BROKER = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @pytest.mark.django_db(transaction=True)

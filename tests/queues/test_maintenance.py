@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 
 import pytest
 import time_machine
@@ -112,25 +113,25 @@ def test_the_celery_task_runs_the_sweep(db):
     }
 
 
-def hold_sweep_lock(name: str, seconds: float) -> bool:
-    """In another process: take the sweep's lock as run_sweep does, and keep it for a while."""
-    import time
-
+def hold_sweep_lock(name: str, tried) -> bool:
+    """In another process: take the sweep's lock as run_sweep does; let go once both processes have tried."""
     from django.db import transaction
 
     from queues.maintenance import _try_lock
 
     with transaction.atomic():
         got = _try_lock(name)
-        time.sleep(seconds)
+        tried.wait(timeout=60)
     return got
 
 
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_only_one_process_runs_a_sweep_at_a_time():
-    # Two processes take the lock together: exactly one gets it.
-    assert sorted(run_in_processes(hold_sweep_lock, [("prune", 1.0), ("prune", 1.0)])) == [False, True]
+    # Two processes take the lock together, and hold what they got until both have tried: exactly one gets it.
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        tried = manager.Barrier(2)
+        assert sorted(run_in_processes(hold_sweep_lock, [("prune", tried), ("prune", tried)])) == [False, True]
 
 
 @pytest.mark.postgres_only
@@ -138,16 +139,18 @@ def test_only_one_process_runs_a_sweep_at_a_time():
 def test_a_sweep_killed_half_way_leaves_nothing_locked(tmp_path):
     import subprocess
     import sys
-    import time
 
     from tests.processes import child_environment
-    from tests.schedulers import ROOT
+    from tests.schedulers import ROOT, wait_until
 
     script = (
         "import django, time; django.setup()\n"
-        "from django.db import transaction\n"
+        "from django.db import connection, transaction\n"
         "from queues.maintenance import _try_lock\n"
         "with transaction.atomic():\n"
+        "    with connection.cursor() as cursor:\n"
+        "        cursor.execute('SELECT pg_backend_pid()')\n"
+        "        print(cursor.fetchone()[0], flush=True)\n"
         "    print(_try_lock('recover_stuck'), flush=True)\n"
         "    time.sleep(60)\n"
     )
@@ -155,13 +158,31 @@ def test_a_sweep_killed_half_way_leaves_nothing_locked(tmp_path):
         [sys.executable, "-c", script], cwd=ROOT, env=child_environment(), stdout=subprocess.PIPE, text=True
     )
     try:
+        backend = int(holder.stdout.readline())
         assert holder.stdout.readline().strip() == "True"
         assert run_sweep("recover_stuck", force=True) is None  # held by the other process
         holder.kill()  # killed half-way through its sweep
         holder.wait()
-        time.sleep(0.5)
+        # The server notices the dead client when it next reads from it; only then can anything be freed.
+        wait_until(lambda: not backend_alive(backend), timeout=30, what="the killed sweep's backend to end")
+        assert advisory_locks() == 0
         assert run_sweep("recover_stuck", force=True) is not None
     finally:
         holder.kill()
     assert connection.vendor == "postgresql"
     assert EmailService.objects.count() == 0
+
+
+def backend_alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()[0] == 1
+
+
+def advisory_locks() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        )
+        return cursor.fetchone()[0]

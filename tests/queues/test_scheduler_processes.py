@@ -194,19 +194,29 @@ def test_pause_stops_claims_resume_continues_and_cancel_cancels(
 ):
     queue_config(claim_batch_size=2, no_work_sleep_seconds=0.2)
     make_services(email_service_factory, smtp_sink, 1, sending_rate=0.05)
-    paused_owner, cancelled_owner = user_factory.create_batch(2)
+    paused_owner, cancelled_owner, other_owner = user_factory.create_batch(3)
     paused = make_task(paused_owner, 60, prefix="p")
     cancelled = make_task(cancelled_owner, 60, prefix="c")
+    make_task(other_owner, 150, prefix="o")  # goes on all along: shows the schedulers kept claiming
+
+    def arrived(owner) -> int:
+        return sum(1 for r in smtp_sink.snapshot() if r.recipient.endswith(f"@{owner.username}.example"))
 
     schedulers.start(3, "--concurrency", "1")
     wait_until(lambda: smtp_sink.count() >= 10, timeout=30, what="first sends")
     task_pause(task=paused)
     cancelled_count = task_cancel(task=cancelled)
-    # Sends already under way finish; after that nothing more of either task leaves.
-    time.sleep(1.0)
-    sent_at_pause = smtp_sink.count()
-    time.sleep(1.5)
-    assert smtp_sink.count() == sent_at_pause
+    # Sends already under way finish (or their claims are given back); after that nothing more of either leaves,
+    # however long the schedulers go on claiming and sending the other task.
+    wait_until(
+        lambda: not SubTask.objects.filter(task__in=[paused, cancelled], status__in=SubTask.CLAIMED).exists(),
+        timeout=30,
+        what="the paused and cancelled tasks' claims to settle",
+    )
+    at_pause = (arrived(paused_owner), arrived(cancelled_owner))
+    others_then = arrived(other_owner)
+    wait_until(lambda: arrived(other_owner) >= others_then + 30, timeout=60, what="30 more mails of the other task")
+    assert (arrived(paused_owner), arrived(cancelled_owner)) == at_pause
 
     task_resume(task=paused)
     wait_until(lambda: SubTask.objects.filter(task=paused).exclude(status="sent").count() == 0, timeout=60)

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from types import SimpleNamespace
 
 from queues.scheduler.starter import SendStarter
+
+
+class WatchedCondition(threading.Condition):
+    """A Condition that says when a thread first blocks in ``wait()``, and what had happened by then."""
+
+    def __init__(self, snapshot) -> None:
+        super().__init__()
+        self._snapshot = snapshot
+        self.first_wait: object = None
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.waiting.is_set():
+            self.first_wait = self._snapshot()
+            self.waiting.set()
+        return super().wait(timeout)
 
 
 def test_a_signalled_process_gives_staged_work_back_and_then_waits_quietly():
@@ -21,15 +36,17 @@ def test_a_signalled_process_gives_staged_work_back_and_then_waits_quietly():
     released: list = []
     ready: queue.Queue = queue.Queue()
     starter = SendStarter(ready=ready, depth=4, release=released.append, stopping=stopping)
+    changed = starter._changed = WatchedCondition(lambda: (checks, list(released), ready.qsize()))
     work = [SimpleNamespace(item=SimpleNamespace(id=i), token="t") for i in range(3)]
     for w in work:
         starter.stage(w)
     thread = threading.Thread(target=starter.run, daemon=True)
     thread.start()
 
-    time.sleep(0.3)
-    assert released == work and ready.empty()
-    assert checks < 10  # it waits for close(), it does not spin
+    # A starter that spins (asks stopping() again and again) never blocks: it waits for close().
+    assert changed.waiting.wait(timeout=10), "the starter never settled down to wait"
+    # One look that gave the work back, one that found nothing left to do.
+    assert changed.first_wait == (2, work, 0)
     starter.close()
     thread.join(timeout=5)
     assert not thread.is_alive()
