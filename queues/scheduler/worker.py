@@ -361,6 +361,10 @@ class SchedulerWorker:
                 return
             self._stop.wait(min(remaining, IDLE_TICK_SECONDS))
             wait = min(wait, get_config_by_category("queue")[key])
+            # Sleeping as configured is the claim loop working: a long idle
+            # sleep (up to 300 s) must not make a live worker look dead.
+            self._claim_progress = time.monotonic()
+            self._heartbeat()
 
     def _wait_for_capacity(self, timeout: float) -> None:
         with self._in_flight_lock:

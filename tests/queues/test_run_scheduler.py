@@ -94,3 +94,24 @@ def test_a_heartbeat_row_deleted_under_a_running_worker_is_written_again(db):
 
     beat = WorkerHeartbeat.objects.get()
     assert (beat.worker_id, beat.concurrency, beat.stopped_at, beat.stalled_since) == ("test-worker", 2, None, None)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_scheduler_asleep_longer_than_the_dead_worker_horizon_keeps_its_heartbeat(
+    queue_config, schedulers, email_service
+):
+    from config.services import ConfigManagerService
+    from tests.schedulers import wait_until
+
+    queue_config(no_work_sleep_seconds=120)  # a service is ready, and there is no work: the long sleep
+    ConfigManagerService.set_config("recovery", "worker_dead_seconds", 6)
+    schedulers.start_one(worker_id="sleeper")
+    wait_until(lambda: WorkerHeartbeat.objects.filter(worker_id="sleeper").exists(), timeout=60, what="a start")
+    started = WorkerHeartbeat.objects.get(worker_id="sleeper").started_at
+
+    def beating_past_the_horizon() -> bool:
+        beat = WorkerHeartbeat.objects.get(worker_id="sleeper")
+        return (beat.last_seen_at - started).total_seconds() > 9
+
+    wait_until(beating_past_the_horizon, timeout=60, what="heartbeats during the idle sleep")
