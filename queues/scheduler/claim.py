@@ -51,6 +51,9 @@ class ClaimStatus(enum.Enum):
     # Try again at once: ready rows exist but other claimers hold them, or the
     # rotation just moved past users that turned out to have nothing to send.
     RETRY = "retry"
+    # Only rate-limited services are ready and the caller has no sender free to
+    # use another lease: claim again when a sender is free, not before.
+    SENDERS_BUSY = "senders_busy"
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,14 @@ def lease_end(started_at: dt.datetime, lease_seconds: float, rate: float) -> dt.
     return started_at + dt.timedelta(seconds=lease_seconds + rate)
 
 
-def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict) -> Claim:
-    """Claim up to ``limit`` subtasks with their service slots; see the module docstring."""
+def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict, max_leases: int | None = None) -> Claim:
+    """Claim up to ``limit`` subtasks with their service slots; see the module docstring.
+
+    ``max_leases`` caps the rate-limited services this claim leases (a worker
+    passes its idle senders): a leased service waits for this worker's send,
+    so leasing more than it can send at once only keeps other workers from
+    services they could use now.
+    """
     # Every moment a claim writes or compares is the database's: hosts' clocks may differ.
     started_at = db_now()
     today = quota_day(started_at, queue_config["quota_timezone"])
@@ -137,7 +146,9 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict) -> Claim:
             return Claim(
                 _nothing_ready(EmailService.objects.filter(ready_services_query(today)), ClaimStatus.NO_SERVICE)
             )
-        slots = _plan_slots(services, limit, today, queue_config["default_sending_rate"])
+        slots = _plan_slots(services, limit, today, queue_config["default_sending_rate"], max_leases)
+        if not slots and max_leases == 0:
+            return Claim(ClaimStatus.SENDERS_BUSY)
         picks, idle_users = _pick(sum(n for _, n in slots), started_at)
         for user_id in idle_users:
             user_queue_defer(user_id=user_id, ready_at=_next_ready_at(user_id, started_at))
@@ -182,17 +193,24 @@ def _nothing_ready(unlocked_rows, status: ClaimStatus) -> ClaimStatus:
 
 
 def _plan_slots(
-    services: list[ReadyService], limit: int, today: dt.date, default_rate: float
+    services: list[ReadyService], limit: int, today: dt.date, default_rate: float, max_leases: int | None = None
 ) -> list[tuple[ReadyService, int]]:
     slots = []
     left = limit
+    leases_left = limit if max_leases is None else max_leases
     for service in services:
         quota_left = service.daily_quota - used_on(service, today)
         if quota_left <= 0:
             continue
         # A rate-limited service sends one mail, then waits until the send is
         # recorded plus its sending_rate.
-        n = 1 if effective_rate(service, default_rate) > 0 else min(quota_left, left)
+        if effective_rate(service, default_rate) > 0:
+            if leases_left <= 0:
+                continue
+            leases_left -= 1
+            n = 1
+        else:
+            n = min(quota_left, left)
         slots.append((service, n))
         left -= n
         if left == 0:

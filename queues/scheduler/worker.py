@@ -290,7 +290,12 @@ class SchedulerWorker:
                     continue
                 started = time.perf_counter()
                 host_now = timezone.now()
-                claim = claim_subtasks(worker_id=self.worker_id, limit=min(batch, free), queue_config=config)
+                claim = claim_subtasks(
+                    worker_id=self.worker_id,
+                    limit=min(batch, free),
+                    queue_config=config,
+                    max_leases=max(0, self.concurrency - self._unsent),  # the senders free to use them
+                )
                 metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
                 if claim.started_at is not None:
                     self._clock_offset = claim.started_at - host_now
@@ -304,6 +309,9 @@ class SchedulerWorker:
                     continue
                 if claim.status is ClaimStatus.RETRY:
                     self._stop.wait(RETRY_SLEEP_SECONDS)
+                    continue
+                if claim.status is ClaimStatus.SENDERS_BUSY:
+                    self._wait_for_sender(0.5)
                     continue
                 if self.once:
                     break
@@ -365,6 +373,10 @@ class SchedulerWorker:
             # sleep (up to 300 s) must not make a live worker look dead.
             self._claim_progress = time.monotonic()
             self._heartbeat()
+
+    def _wait_for_sender(self, timeout: float) -> None:
+        with self._in_flight_lock:
+            self._in_flight_lock.wait_for(lambda: self._unsent < self.concurrency, timeout)
 
     def _wait_for_capacity(self, timeout: float) -> None:
         with self._in_flight_lock:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from config.services import get_config_by_category
 from queues.models import EmailService, SubTask
-from queues.scheduler.claim import claim_subtasks, claims_start
+from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult
 from queues.scheduler.transports import SENT, Delivery
 from queues.services import service_set_enabled, task_create
@@ -118,3 +118,27 @@ def test_mail_claimed_under_unchanged_settings_starts(email_service_factory, use
 
     assert started == {i.id for i in taken.items}
     assert set(SubTask.objects.values_list("status", flat=True)) == {"processing"}
+
+
+def test_a_claim_leases_no_more_rate_limited_services_than_the_worker_can_send_through(email_service_factory, user):
+    services = [email_service_factory(sending_rate=1.0) for _ in range(3)]
+    make_task(user, 5)
+    config = get_config_by_category("queue")
+
+    taken = claim_subtasks(worker_id="w", limit=5, queue_config=config, max_leases=1)
+
+    assert len(taken.items) == 1 and len(taken.leases) == 1
+    leased = EmailService.objects.filter(pk__in=[s.pk for s in services], next_available_at__gt=timezone.now())
+    assert leased.count() == 1  # the other two stay free for other workers
+    busy = claim_subtasks(worker_id="w", limit=5, queue_config=config, max_leases=0)
+    assert busy.status is ClaimStatus.SENDERS_BUSY and busy.items == []
+
+
+def test_a_busy_worker_still_claims_in_bulk_through_a_service_without_a_rate(email_service_factory, user):
+    email_service_factory(sending_rate=1.0)
+    email_service_factory(sending_rate=0)
+    make_task(user, 5)
+
+    taken = claim_subtasks(worker_id="w", limit=5, queue_config=get_config_by_category("queue"), max_leases=0)
+
+    assert len(taken.items) == 5 and taken.leases == {}
