@@ -1,0 +1,345 @@
+"""The chaos soak: everything at once, then every guarantee checked from the relay's side and the database.
+
+Three ``run_scheduler`` processes, one with its clock 300 s ahead and one
+300 s behind (libfaketime), the third on time, are killed (-9) at random and
+restarted with the same clock; an SMTP relay answers 4xx and 5xx at random
+and sometimes holds its reply longer than the services' timeout; services
+with different rates and quotas; users with tasks; and meanwhile an operator
+pauses, resumes, cancels and deletes tasks and users, disables and enables
+services, and changes rates and settings through the admin and the API.
+After a bounded drain the invariants are checked (see tests/faults/chaos.py)
+and a table row is printed (and appended to var/soak-report.txt).
+
+    DATABASE_URL=postgres://... .venv/bin/pytest tests/faults/test_chaos_soak.py          # CI: ~3 min
+    CHAOS_SCALE=large DATABASE_URL=postgres://... .venv/bin/pytest tests/faults/test_chaos_soak.py
+
+CHAOS_SEED picks another random sequence (kills, actions, relay answers).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from django.urls import reverse
+
+from monitoring.models import WorkerHeartbeat
+from queues.models import EmailService, SubTask, Task
+from queues.services import task_create
+from tests.faults import chaos
+from tests.faults.chaos import Finding, Incarnation, Sample, ServiceTimeline, SoakFigures, scaled
+from tests.faults.chaos_operator import DONE, ERROR, Operator
+from tests.faults.chaos_relay import ChaosRelay
+from tests.faults.harness import ScenarioResult, configure_for_faults, record, recovered_count, wait_for
+
+pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
+
+LIBFAKETIME = os.environ.get("LIBFAKETIME_PATH", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+SKEWS = {"ahead": 300, "behind": -300, "ontime": 0}
+SEED = int(os.environ.get("CHAOS_SEED", "9"))
+TIMEOUT = 1.5  # every service's SMTP timeout
+STALL = 4.0  # a stalled reply comes this late: well past the timeout
+GRACE = 2.0  # a rate or enabled change reaches mail already claimed within this (a sender may be held 1.5 s)
+
+CHAOS_SECONDS = scaled(80, 900)
+KILL_EVERY = scaled(8, 10)
+MAX_KILLS = int(scaled(9, 80))
+ACTION_EVERY = scaled(1.2, 1.0)
+MAX_ACTIONS = int(scaled(60, 800))
+USERS = int(scaled(8, 20))
+INITIAL_MAIL = int(scaled(2000, 20000))
+TOP_UP = int(scaled(150, 400))
+MAX_TOP_UPS = int(scaled(8, 80))
+DRAIN_SECONDS = scaled(70, 600)
+STOP_SECONDS = 30
+
+# (rate, daily quota): spaced services, one with a small quota, and one unspaced
+# whose rate the operator raises early on (mail it already claimed must honour it).
+SERVICES = [(0.05, 100_000), (0.1, 100_000), (0.2, 100_000), (0.5, 40), (1.0, 100_000), (0.0, 100_000)]
+UNSPACED_RAISED_AT = 5.0  # seconds into the chaos
+UNSPACED_NEW_RATE = 0.3
+
+
+def clock_env(skew: int) -> dict[str, str]:
+    env = {"TZ": "UTC", "LOG_FORMAT": "text", "LOG_LEVEL": "INFO"}
+    if skew:
+        env |= {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": f"{skew:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    return env
+
+
+class Fleet:
+    """The three schedulers, one per clock; every incarnation remembered."""
+
+    def __init__(self, schedulers) -> None:
+        self.schedulers = schedulers
+        self.incarnations: list[Incarnation] = []
+        self.current: dict[str, Incarnation] = {}
+        self._lock = threading.Lock()
+
+    def start(self, clock: str) -> Incarnation:
+        skew = SKEWS[clock]
+        worker_id = f"soak-{clock}-{len(self.incarnations)}"
+        proc = self.schedulers.start_one(
+            "--maintenance", "on", "--concurrency", "3", worker_id=worker_id, env=clock_env(skew)
+        )
+        inc = Incarnation(worker_id=worker_id, skew=skew, proc=proc, started_at=time.time())
+        with self._lock:
+            self.incarnations.append(inc)
+            self.current[clock] = inc
+        return inc
+
+    def processes(self) -> dict[int, str]:
+        """pid -> worker id of the running schedulers (the relay tells senders apart with it)."""
+        with self._lock:
+            return {i.proc.pid: i.worker_id for i in self.incarnations if i.killed_at is None}
+
+    def kill_and_restart(self, rng: random.Random) -> Incarnation:
+        # The kill that matters lands mid-send: prefer a scheduler with sends under way.
+        running = list(self.current.items())
+        busy = [
+            (c, i)
+            for c, i in running
+            if SubTask.objects.filter(status=SubTask.Status.PROCESSING, claimed_by=i.worker_id).exists()
+        ]
+        clock, victim = rng.choice(busy or running)
+        victim.killed_at = time.time()
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        self.start(clock)
+        return victim
+
+    def stop(self) -> None:
+        """SIGTERM to every live scheduler; one that has not exited after STOP_SECONDS is killed."""
+        alive = [i for i in self.current.values() if i.proc.poll() is None]
+        for inc in alive:
+            inc.term_at = time.time()
+            inc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for inc in alive:
+            try:
+                inc.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                inc.exited_on_term = inc.proc.returncode == 0
+            except subprocess.TimeoutExpired:
+                inc.exited_on_term = False
+                inc.proc.kill()
+                inc.proc.wait()
+
+
+class Monitor:
+    """What is sampled while the soak runs: quotas in the database, heartbeats."""
+
+    def __init__(self) -> None:
+        self.quota = Finding("used_quota never above daily_quota (database, sampled)")
+        self.samples: list[Sample] = []
+        self.quota_samples = 0
+
+    def tick(self) -> None:
+        self.quota_samples += 1
+        for name, used, quota in EmailService.objects.values_list("name", "used_quota", "daily_quota"):
+            if used > quota:
+                self.quota.fail(f"{name}: used_quota {used} > daily_quota {quota} at {chaos._clock(time.time())}")
+        if not self.samples or time.time() - self.samples[-1].at >= 1.0:
+            beats = dict(WorkerHeartbeat.objects.values_list("worker_id", "last_seen_at"))
+            self.samples.append(Sample(at=time.time(), beats=beats))
+
+
+def unfinished() -> bool:
+    return (
+        SubTask.objects.exclude(status__in=SubTask.TERMINAL)
+        .exclude(status=SubTask.Status.PARKED, error_message__gt="")
+        .exists()
+    )
+
+
+def claimable_left() -> int:
+    return SubTask.objects.filter(
+        status=SubTask.Status.PENDING, task__status__in=[Task.Status.PENDING, Task.Status.SENDING]
+    ).count()
+
+
+@pytest.fixture
+def fleet(schedulers):
+    return Fleet(schedulers)
+
+
+@pytest.fixture
+def relay(fleet):
+    relay = ChaosRelay(
+        seed=SEED, tempfail=0.06, permfail=0.02, stall=0.015, stall_seconds=STALL, processes=fleet.processes
+    ).start()
+    yield relay
+    relay.shutdown()
+
+
+def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
+    began = time.time()
+    rng = random.Random(SEED)
+    configure_for_faults({("queue", "max_retries"): 30})
+    timeline = ServiceTimeline(began)
+    services = []
+    for i, (rate, quota) in enumerate(SERVICES):
+        service = email_service_factory(
+            name=f"soak-{i}",
+            host="127.0.0.1",
+            port=relay.port,
+            from_email=f"soak{i}@edm.example",
+            sending_rate=rate,
+            daily_quota=quota,
+            timeout=TIMEOUT,
+        )
+        timeline.add(service.from_email, rate)
+        services.append(service)
+    quotas = {s.from_email: s.daily_quota for s in services}
+    users = [user_factory(username=f"soak-user-{u}") for u in range(USERS)]
+    deletable = {u.pk for u in users[-2:]}
+    per_task = INITIAL_MAIL // (2 * USERS)
+    for u, owner in enumerate(users):
+        for t in range(2):
+            task_create(
+                owner=owner,
+                name=f"soak {u}.{t}",
+                subject="Hello {{ contact.first_name }}",
+                body_text="Soak {{ contact.first_name }}",
+                recipients=[{"email": f"r{t}-{i}@u{u}.example", "first_name": f"R{i}"} for i in range(per_task)],
+            )
+    staff = user_factory(username="soak-operator", is_staff=True, is_superuser=True)
+    operator = Operator(staff, timeline, rng)
+    monitor = Monitor()
+
+    for clock in SKEWS:
+        fleet.start(clock)
+    wait_for(
+        lambda: WorkerHeartbeat.objects.filter(worker_id__in=[i.worker_id for i in fleet.incarnations]).count() == 3,
+        timeout=60,
+        what="three schedulers up",
+    )
+
+    # --- the chaos ---------------------------------------------------------------------------------
+    started = time.time()
+    kills, top_ups, raised = 0, 0, False
+    next_kill, next_action = started + KILL_EVERY, started + 1.0
+    while time.time() < started + CHAOS_SECONDS:
+        monitor.tick()
+        now = time.time()
+        if not raised and now >= started + UNSPACED_RAISED_AT:
+            raised = True
+            operator.set_rate(services[-1], UNSPACED_NEW_RATE, "api")
+        if now >= next_kill and kills < MAX_KILLS:
+            fleet.kill_and_restart(rng)
+            kills += 1
+            next_kill = now + KILL_EVERY * rng.uniform(0.6, 1.4)
+        if now >= next_action and len(operator.actions) < MAX_ACTIONS:
+            operator.act(users=users, deletable_users=deletable, max_disabled=2)
+            next_action = now + ACTION_EVERY * rng.uniform(0.5, 1.5)
+        if top_ups < MAX_TOP_UPS and claimable_left() < TOP_UP:
+            owners = [u for u in users if type(u).objects.filter(pk=u.pk).exists()]
+            operator.create_task(rng.choice(owners), TOP_UP)
+            top_ups += 1
+        threading.Event().wait(0.1)  # pacing of the operator's loop, not a synchronisation
+
+    # --- the operator puts things back, then the queue drains ------------------------------------
+    paused = list(Task.objects.filter(status=Task.Status.PAUSED).values_list("pk", flat=True))
+    if paused:
+        operator.admin.post(
+            reverse("admin:queues_task_changelist"), {"action": "resume_tasks", "_selected_action": paused}
+        )
+    for service in EmailService.objects.filter(is_enabled=False):
+        operator.set_enabled(service, True, "api")
+    chaos_ended = time.time()
+    drained = True
+    while unfinished():
+        if time.time() > chaos_ended + DRAIN_SECONDS:
+            drained = False
+            break
+        monitor.tick()
+        threading.Event().wait(0.2)
+    drain_took = time.time() - chaos_ended
+    fleet.stop()
+    arrivals = relay.snapshot()
+
+    # --- the invariants ------------------------------------------------------------------------------
+    terminal, statuses = chaos.check_terminal()
+    if not drained:
+        terminal.note += f"; not drained {DRAIN_SECONDS:g} s after the chaos"
+    duplicates, extra_copies = chaos.check_duplicates(arrivals, fleet.incarnations, TIMEOUT)
+    rate, tightest = chaos.check_rate(arrivals, timeline, GRACE)
+    declared_dead, recoveries = chaos.check_declared_dead(fleet.incarnations)
+    windows = chaos.check_claiming_at_relay(
+        arrivals, monitor.samples, fleet.incarnations, window=scaled(10, 20), warmup=5.0, min_others=20
+    )
+    errors = Finding("no operator action answered 5xx")
+    for action in operator.actions:
+        if action.outcome == ERROR:
+            errors.fail(action.line())
+    stopping = Finding("every live scheduler exits 0 on SIGTERM")
+    for inc in fleet.incarnations:
+        if inc.exited_on_term is False:
+            stopping.fail(f"{inc.worker_id} (clock {inc.skew:+d} s) exit code {inc.proc.returncode} after SIGTERM")
+    findings = [
+        terminal,
+        chaos.check_delivery(arrivals, operator.deleted_mail),
+        duplicates,
+        rate,
+        chaos.check_disabled(arrivals, timeline, GRACE),
+        monitor.quota,
+        chaos.check_quota_at_relay(arrivals, quotas),
+        windows,
+        declared_dead,
+        errors,
+        stopping,
+    ]
+
+    done = sum(a.outcome == DONE for a in operator.actions)
+    refused = sum(a.outcome != DONE for a in operator.actions)
+    figures = SoakFigures(
+        subtasks=sum(statuses.values()) + len(operator.deleted_mail),
+        sent=statuses.get("sent", 0),
+        failed=statuses.get("failed", 0),
+        cancelled=statuses.get("cancelled", 0),
+        parked=statuses.get("parked", 0),
+        unfinished=terminal.failures,
+        duplicates=extra_copies,
+        kills=kills,
+        actions=len(operator.actions),
+        refused=refused,
+        tightest=tightest,
+        duration=time.time() - began,
+    )
+    extra = [
+        f"relay: {len(arrivals)} transactions, {sum(a.accepted for a in arrivals)} taken, "
+        f"{sum(a.stalled for a in arrivals)} stalled, {sum(not a.worker for a in arrivals)} from an unknown sender",
+        f"operator: {done} done, {refused} refused or without effect; "
+        + ", ".join(f"{k} {n}" for k, n in sorted(_count_kinds(operator.actions).items())),
+        f"deleted subtasks: {len(operator.deleted_mail)}; drain {drain_took:.1f} s; recoveries {recoveries}; "
+        f"tightest gap {tightest}",
+        f"refusals that do not say why (a bare 4xx): {sum(a.bare_refusal for a in operator.actions)}",
+        *[f"  {a.line()}" for a in operator.actions if a.kind.startswith("delete") or a.outcome == ERROR][:16],
+    ]
+    text = chaos.report(figures, findings, extra)
+    print(text)
+    record(
+        ScenarioResult(
+            "chaos soak",
+            figures.subtasks,
+            figures.sent,
+            terminal.failures,
+            extra_copies,
+            recovered_count(),
+            f"drain {drain_took:.0f} s",
+            f"{kills} kills, {len(operator.actions)} actions, min gap/rate {figures.gap}",
+        )
+    )
+    failed = [f for f in findings if f.failures]
+    assert not failed, text
+
+
+def _count_kinds(actions) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for a in actions:
+        counts[f"{a.kind}/{a.outcome}"] = counts.get(f"{a.kind}/{a.outcome}", 0) + 1
+    return counts
