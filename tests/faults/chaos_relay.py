@@ -117,12 +117,14 @@ class _Handler:
             reply = "554 5.7.1 Message rejected"
         else:
             reply = "250 2.0.0 OK queued"
-        if choice == STALL:
-            arrival.stalled = True
-            await asyncio.sleep(relay.stall_seconds)
         with relay.lock:
+            # Like a real server, the mail is taken once it has arrived; a stall
+            # only holds the reply back (and the client may hang up meanwhile).
             arrival.code = int(reply[:3])
-            arrival.replied_at = time.time()
+            arrival.stalled = choice == STALL
+            arrival.replied_at = time.time() + (relay.stall_seconds if arrival.stalled else 0.0)
+        if arrival.stalled:
+            await asyncio.sleep(relay.stall_seconds)
         return reply
 
 

@@ -13,7 +13,8 @@ and a table row is printed (and appended to var/soak-report.txt).
     DATABASE_URL=postgres://... .venv/bin/pytest tests/faults/test_chaos_soak.py          # CI: ~3 min
     CHAOS_SCALE=large DATABASE_URL=postgres://... .venv/bin/pytest tests/faults/test_chaos_soak.py
 
-CHAOS_SEED picks another random sequence (kills, actions, relay answers).
+CHAOS_SEED picks another random sequence (kills, actions, relay answers);
+CHAOS_SKEW_SECONDS=0 runs every scheduler on time (to tell clock defects from the rest).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from tests.faults.harness import ScenarioResult, configure_for_faults, record, r
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
 LIBFAKETIME = os.environ.get("LIBFAKETIME_PATH", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-SKEWS = {"ahead": 300, "behind": -300, "ontime": 0}
+# CHAOS_SKEW_SECONDS=0 runs all three on time: tells clock defects from the rest.
+SKEW = int(os.environ.get("CHAOS_SKEW_SECONDS", "300"))
+SKEWS = {"ahead": SKEW, "behind": -SKEW, "ontime": 0}
 SEED = int(os.environ.get("CHAOS_SEED", "9"))
 TIMEOUT = 1.5  # every service's SMTP timeout
 STALL = 4.0  # a stalled reply comes this late: well past the timeout
