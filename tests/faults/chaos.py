@@ -22,7 +22,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from queues.models import MaintenanceRun, SubTask
+from django.db.models import Count, Max
+
+from edm.dbclock import db_now
+from queues.models import MaintenanceRun, SubTask, Task, UserQueue
 from tests.faults.chaos_relay import Arrival
 
 SCALE = os.environ.get("CHAOS_SCALE", "small")
@@ -64,7 +67,7 @@ class Finding:
 
     def fail(self, line: str) -> None:
         self.failures += 1
-        if len(self.evidence) < 12:
+        if len(self.evidence) < 16:
             self.evidence.append(line)
 
     def lines(self) -> list[str]:
@@ -118,19 +121,48 @@ def check_terminal() -> tuple[Finding, Counter]:
     """Every subtask sent, failed or cancelled, or parked with the reason on it."""
     finding = Finding("every subtask terminal or parked with a reason")
     statuses = Counter(SubTask.objects.values_list("status", flat=True))
-    rest = SubTask.objects.exclude(status__in=SubTask.TERMINAL)
-    for sub in rest.exclude(status=SubTask.Status.PARKED, error_message__gt="").values(
-        "id", "status", "claimed_by", "task__status", "error_message"
-    )[:12]:
+    rest = SubTask.objects.exclude(status__in=SubTask.TERMINAL).exclude(
+        status=SubTask.Status.PARKED, error_message__gt=""
+    )
+    left = rest.count()
+    if not left:
+        return finding, statuses
+    finding.note = ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()) if s not in SubTask.TERMINAL)
+    for line in why_unfinished(rest):
+        finding.fail(line)
+    for sub in rest.values("id", "status", "claimed_by", "task__status", "error_message")[:6]:
         finding.fail(
             f"{sub['id']} {sub['status']} (task {sub['task__status']}, claimed by {sub['claimed_by'] or '-'}, "
             f"error {sub['error_message'][:60]!r})"
         )
-    left = rest.exclude(status=SubTask.Status.PARKED, error_message__gt="").count()
     finding.failures = left
-    if left:
-        finding.note = ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()) if s not in SubTask.TERMINAL)
     return finding, statuses
+
+
+def why_unfinished(rest) -> list[str]:
+    """What holds the unfinished subtasks back, by the database's clock: the task, the retry time, the rotation."""
+    now = db_now()
+    lines = [f"{s}: {n}" for s, n in Counter(rest.values_list("status", "task__status")).most_common()]
+    lines = [f"by (subtask, task) status: {', '.join(lines)}"]
+    due = rest.filter(status=SubTask.Status.PENDING, task__status__in=[Task.Status.PENDING, Task.Status.SENDING])
+    later = due.filter(next_attempt_at__gt=now).aggregate(n=Count("id"), last=Max("next_attempt_at"))
+    if later["n"]:
+        lines.append(
+            f"{later['n']} pending with a retry time up to {(later['last'] - now).total_seconds():.0f} s ahead"
+        )
+    owners = set(due.filter(next_attempt_at__lte=now).values_list("owner_id", flat=True))
+    queues = list(UserQueue.objects.filter(user_id__in=owners).select_related("user"))
+    if len(queues) < len(owners):
+        lines.append(f"due work of {len(owners) - len(queues)} users without a rotation row")
+    for queue in queues:
+        turn_ahead = queue.turn / 1e6 - now.timestamp()
+        ready = (
+            "out of the rotation"
+            if queue.ready_at is None
+            else f"ready_at {(queue.ready_at - now).total_seconds():+.0f} s"
+        )
+        lines.append(f"due work of {queue.user.username}: {ready}, turn {turn_ahead:+.0f} s from the database's clock")
+    return lines
 
 
 def check_delivery(arrivals: list[Arrival], deleted: dict[str, str]) -> Finding:
@@ -334,10 +366,10 @@ def check_declared_dead(incarnations: list[Incarnation]) -> tuple[Finding, int]:
     found = recoveries_in_logs(incarnations)
     counted = 0
     for r in found:
+        counted += 1
         writer = by_id[r.writer]
         if writer.killed_at is not None and r.at <= writer.killed_at <= r.at + ROLLBACK_SLACK_SECONDS:
-            continue  # the sweep died with its writer: its transaction rolled back
-        counted += 1
+            continue  # the sweep may have died with its writer, its transaction rolled back
         victim = by_id.get(r.worker)
         if victim is not None and victim.alive_at(r.at):
             finding.fail(
