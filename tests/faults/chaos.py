@@ -25,7 +25,7 @@ from pathlib import Path
 from django.db.models import Count, Max
 
 from edm.dbclock import db_now
-from queues.models import MaintenanceRun, SubTask, Task, UserQueue
+from queues.models import EmailService, MaintenanceRun, SubTask, Task, UserQueue
 from tests.faults.chaos_relay import Arrival
 
 SCALE = os.environ.get("CHAOS_SCALE", "small")
@@ -67,7 +67,7 @@ class Finding:
 
     def fail(self, line: str) -> None:
         self.failures += 1
-        if len(self.evidence) < 16:
+        if len(self.evidence) < 24:
             self.evidence.append(line)
 
     def lines(self) -> list[str]:
@@ -162,7 +162,20 @@ def why_unfinished(rest) -> list[str]:
             else f"ready_at {(queue.ready_at - now).total_seconds():+.0f} s"
         )
         lines.append(f"due work of {queue.user.username}: {ready}, turn {turn_ahead:+.0f} s from the database's clock")
+    for svc in EmailService.objects.order_by("name"):
+        lines.append(f"service {svc.name}: {_service_state(svc, now)}")
     return lines
+
+
+def _service_state(svc: EmailService, now: dt.datetime) -> str:
+    def ahead(moment: dt.datetime | None) -> str:
+        return "-" if moment is None else f"{(moment - now).total_seconds():+.0f} s"
+
+    return (
+        f"{'enabled' if svc.is_enabled else 'disabled'}, rate {svc.sending_rate} s, "
+        f"next_available_at {ahead(svc.next_available_at)}, backoff_until {ahead(svc.backoff_until)}, "
+        f"quota {svc.used_quota}/{svc.daily_quota}"
+    )
 
 
 def check_delivery(arrivals: list[Arrival], deleted: dict[str, str]) -> Finding:
