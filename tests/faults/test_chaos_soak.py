@@ -25,6 +25,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 
 import pytest
 from django.urls import reverse
@@ -273,7 +274,7 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
     rate, tightest = chaos.check_rate(arrivals, timeline, GRACE)
     declared_dead, recoveries = chaos.check_declared_dead(fleet.incarnations)
     windows = chaos.check_claiming_at_relay(
-        arrivals, monitor.samples, fleet.incarnations, window=scaled(10, 20), warmup=5.0, min_others=20
+        arrivals, monitor.samples, fleet.incarnations, window=scaled(15, 30), warmup=5.0, min_others=30
     )
     errors = Finding("no operator action answered 5xx")
     for action in operator.actions:
@@ -320,6 +321,10 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
         + ", ".join(f"{k} {n}" for k, n in sorted(_count_kinds(operator.actions).items())),
         f"deleted subtasks: {len(operator.deleted_mail)}; drain {drain_took:.1f} s; recoveries {recoveries}; "
         f"tightest gap {tightest}",
+        "sends per service at the relay / daily_quota: "
+        + ", ".join(
+            f"{e.split('@')[0]} {n}/{quotas[e]}" for e, n in sorted(Counter(a.mail_from for a in arrivals).items())
+        ),
         f"refusals that do not say why (a bare 4xx): {sum(a.bare_refusal for a in operator.actions)}",
         *[f"  {a.line()}" for a in operator.actions if a.kind.startswith("delete") or a.outcome == ERROR][:16],
     ]
