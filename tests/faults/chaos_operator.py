@@ -54,6 +54,22 @@ CONFIG_CHOICES = {
     ("queue", "service_failure_threshold"): [5, 8],
     ("recovery", "unknown_outcome"): ["park", "retry"],
 }
+# The actions drawn from, as often as each is listed.
+KINDS = (
+    "pause",
+    "resume",
+    "resume",
+    "cancel",
+    "delete_task",
+    "delete_user",
+    "delete_service",
+    "disable",
+    "enable",
+    "rate",
+    "rate",
+    "config",
+    "config",
+)
 # Which tasks each task action picks from.
 TASK_STATES = {
     "pause": [Task.Status.PENDING, Task.Status.SENDING],
@@ -84,9 +100,8 @@ class Operator:
 
     # --- the random pick --------------------------------------------------------------------------
 
-    def act(self, *, users: list, deletable_users: set, max_disabled: int) -> Action | None:
-        kinds = ["pause", "resume", "resume", "cancel", "delete_task", "delete_user", "disable", "enable", "rate"]
-        kinds += ["rate", "config", "config", "delete_service"]
+    def act(self, *, users: list, deletable_users: set, max_disabled: int, pauses: bool = True) -> Action | None:
+        kinds = [k for k in KINDS if pauses or k != "pause"]
         kind = self.rng.choice(kinds)
         via = self.rng.choice(["admin", "api"])
         if kind in TASK_STATES:
@@ -140,6 +155,17 @@ class Operator:
         after = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
         detail = f"{before} -> {after}"
         return self._note(kind, via, f"task {task.name}", response, changed=after != before, detail=detail)
+
+    def resume_all(self) -> Action | None:
+        """The admin's resume action on every paused task at once."""
+        paused = [str(pk) for pk in Task.objects.filter(status=Task.Status.PAUSED).values_list("pk", flat=True)]
+        if not paused:
+            return None
+        response = self.admin.post(
+            reverse("admin:queues_task_changelist"), {"action": "resume_tasks", "_selected_action": paused}, follow=True
+        )
+        left = Task.objects.filter(pk__in=paused, status=Task.Status.PAUSED).count()
+        return self._note("resume", "admin", f"{len(paused)} paused tasks", response, changed=not left)
 
     def delete_task(self, task: Task, via: str) -> Action:
         mail = dict(SubTask.objects.filter(task=task).values_list("message_id", "recipient_email"))

@@ -28,7 +28,6 @@ import time
 from collections import Counter
 
 import pytest
-from django.urls import reverse
 
 from monitoring.models import WorkerHeartbeat
 from queues.models import EmailService, SubTask, Task
@@ -59,7 +58,8 @@ USERS = int(scaled(8, 20))
 INITIAL_MAIL = int(scaled(2000, 20000))
 TOP_UP = int(scaled(150, 400))
 MAX_TOP_UPS = int(scaled(8, 80))
-DRAIN_SECONDS = scaled(70, 600)
+WIND_DOWN = 0.75  # the share of the chaos with pauses and new mail
+DRAIN_SECONDS = scaled(90, 600)
 STOP_SECONDS = 30
 
 # (rate, daily quota): spaced services, one with a small quota, and one unspaced
@@ -227,9 +227,15 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
     started = time.time()
     kills, top_ups, raised = 0, 0, False
     next_kill, next_action = started + KILL_EVERY, started + 1.0
+    winding_down = False
     while time.time() < started + CHAOS_SECONDS:
         monitor.tick()
         now = time.time()
+        if not winding_down and now >= started + WIND_DOWN * CHAOS_SECONDS:
+            # The last part of the chaos: no new pauses nor mail, what was paused goes on,
+            # so that the queue drains while kills and the other actions go on.
+            winding_down = True
+            operator.resume_all()
         if not raised and now >= started + UNSPACED_RAISED_AT:
             raised = True
             operator.set_rate(services[-1], UNSPACED_NEW_RATE, "api")
@@ -238,20 +244,16 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
             kills += 1
             next_kill = now + KILL_EVERY * rng.uniform(0.6, 1.4)
         if now >= next_action and len(operator.actions) < MAX_ACTIONS:
-            operator.act(users=users, deletable_users=deletable, max_disabled=2)
+            operator.act(users=users, deletable_users=deletable, max_disabled=2, pauses=not winding_down)
             next_action = now + ACTION_EVERY * rng.uniform(0.5, 1.5)
-        if top_ups < MAX_TOP_UPS and claimable_left() < TOP_UP:
+        if not winding_down and top_ups < MAX_TOP_UPS and claimable_left() < TOP_UP:
             owners = [u for u in users if type(u).objects.filter(pk=u.pk).exists()]
             operator.create_task(rng.choice(owners), TOP_UP)
             top_ups += 1
         threading.Event().wait(0.1)  # pacing of the operator's loop, not a synchronisation
 
     # --- the operator puts things back, then the queue drains ------------------------------------
-    paused = list(Task.objects.filter(status=Task.Status.PAUSED).values_list("pk", flat=True))
-    if paused:
-        operator.admin.post(
-            reverse("admin:queues_task_changelist"), {"action": "resume_tasks", "_selected_action": paused}
-        )
+    operator.resume_all()
     for service in EmailService.objects.filter(is_enabled=False):
         operator.set_enabled(service, True, "api")
     chaos_ended = time.time()
@@ -314,6 +316,7 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
         tightest=tightest,
         duration=time.time() - began,
     )
+    per_service = sorted(Counter(a.mail_from for a in arrivals).items())
     extra = [
         f"relay: {len(arrivals)} transactions, {sum(a.accepted for a in arrivals)} taken, "
         f"{sum(a.stalled for a in arrivals)} stalled, {sum(not a.worker for a in arrivals)} from an unknown sender",
@@ -322,9 +325,7 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
         f"deleted subtasks: {len(operator.deleted_mail)}; drain {drain_took:.1f} s; recoveries {recoveries}; "
         f"tightest gap {tightest}",
         "sends per service at the relay / daily_quota: "
-        + ", ".join(
-            f"{e.split('@')[0]} {n}/{quotas[e]}" for e, n in sorted(Counter(a.mail_from for a in arrivals).items())
-        ),
+        + ", ".join(f"{email.split('@')[0]} {n}/{quotas[email]}" for email, n in per_service),
         f"refusals that do not say why (a bare 4xx): {sum(a.bare_refusal for a in operator.actions)}",
         *[f"  {a.line()}" for a in operator.actions if a.kind.startswith("delete") or a.outcome == ERROR][:16],
     ]
