@@ -26,6 +26,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 
@@ -33,7 +34,7 @@ from monitoring.models import WorkerHeartbeat
 from queues.models import EmailService, SubTask, Task
 from queues.services import task_create
 from tests.faults import chaos
-from tests.faults.chaos import Finding, Incarnation, Sample, ServiceTimeline, SoakFigures, scaled
+from tests.faults.chaos import Finding, Gap, Incarnation, Sample, ServiceTimeline, SoakFigures, scaled
 from tests.faults.chaos_operator import DONE, ERROR, Operator
 from tests.faults.chaos_relay import ChaosRelay
 from tests.faults.harness import ScenarioResult, configure_for_faults, record, recovered_count, wait_for
@@ -180,11 +181,25 @@ def relay(fleet):
     relay.shutdown()
 
 
-def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
-    began = time.time()
+@dataclass
+class World:
+    services: list[EmailService]
+    users: list
+    deletable: set  # the users the operator may try to delete
+    timeline: ServiceTimeline
+    operator: Operator
+    rng: random.Random
+
+    @property
+    def quotas(self) -> dict[str, int]:
+        return {s.from_email: s.daily_quota for s in self.services}
+
+
+def build_world(relay: ChaosRelay, email_service_factory, user_factory) -> World:
+    """Services on the relay, users with two tasks each, and the operator (a superuser)."""
     rng = random.Random(SEED)
     configure_for_faults({("queue", "max_retries"): 30})
-    timeline = ServiceTimeline(began)
+    timeline = ServiceTimeline(time.time())
     services = []
     for i, (rate, quota) in enumerate(SERVICES):
         service = email_service_factory(
@@ -198,9 +213,7 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
         )
         timeline.add(service.from_email, rate)
         services.append(service)
-    quotas = {s.from_email: s.daily_quota for s in services}
     users = [user_factory(username=f"soak-user-{u}") for u in range(USERS)]
-    deletable = {u.pk for u in users[-2:]}
     per_task = INITIAL_MAIL // (2 * USERS)
     for u, owner in enumerate(users):
         for t in range(2):
@@ -213,21 +226,15 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
             )
     staff = user_factory(username="soak-operator", is_staff=True, is_superuser=True)
     operator = Operator(staff, timeline, rng)
-    monitor = Monitor()
+    return World(services, users, {u.pk for u in users[-2:]}, timeline, operator, rng)
 
-    for clock in SKEWS:
-        fleet.start(clock)
-    wait_for(
-        lambda: WorkerHeartbeat.objects.filter(worker_id__in=[i.worker_id for i in fleet.incarnations]).count() == 3,
-        timeout=60,
-        what="three schedulers up",
-    )
 
-    # --- the chaos ---------------------------------------------------------------------------------
+def run_chaos(world: World, fleet: Fleet, monitor: Monitor) -> int:
+    """Kills, operator actions and new mail until CHAOS_SECONDS have passed; returns the number of kills."""
+    operator, rng = world.operator, world.rng
     started = time.time()
-    kills, top_ups, raised = 0, 0, False
+    kills, top_ups, raised, winding_down = 0, 0, False, False
     next_kill, next_action = started + KILL_EVERY, started + 1.0
-    winding_down = False
     while time.time() < started + CHAOS_SECONDS:
         monitor.tick()
         now = time.time()
@@ -238,48 +245,51 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
             operator.resume_all()
         if not raised and now >= started + UNSPACED_RAISED_AT:
             raised = True
-            operator.set_rate(services[-1], UNSPACED_NEW_RATE, "api")
+            operator.set_rate(world.services[-1], UNSPACED_NEW_RATE, "api")
         if now >= next_kill and kills < MAX_KILLS:
             fleet.kill_and_restart(rng)
             kills += 1
             next_kill = now + KILL_EVERY * rng.uniform(0.6, 1.4)
         if now >= next_action and len(operator.actions) < MAX_ACTIONS:
-            operator.act(users=users, deletable_users=deletable, max_disabled=2, pauses=not winding_down)
+            operator.act(users=world.users, deletable_users=world.deletable, max_disabled=2, pauses=not winding_down)
             next_action = now + ACTION_EVERY * rng.uniform(0.5, 1.5)
         if not winding_down and top_ups < MAX_TOP_UPS and claimable_left() < TOP_UP:
-            owners = [u for u in users if type(u).objects.filter(pk=u.pk).exists()]
+            owners = [u for u in world.users if type(u).objects.filter(pk=u.pk).exists()]
             operator.create_task(rng.choice(owners), TOP_UP)
             top_ups += 1
-        threading.Event().wait(0.1)  # pacing of the operator's loop, not a synchronisation
+        threading.Event().wait(0.1)  # the pace of the operator's loop, not a synchronisation
+    return kills
 
-    # --- the operator puts things back, then the queue drains ------------------------------------
-    operator.resume_all()
+
+def drain(world: World, monitor: Monitor) -> tuple[bool, float]:
+    """The operator puts things back; then wait (bounded) for every subtask to finish."""
+    world.operator.resume_all()
     for service in EmailService.objects.filter(is_enabled=False):
-        operator.set_enabled(service, True, "api")
-    chaos_ended = time.time()
-    drained = True
+        world.operator.set_enabled(service, True, "api")
+    began = time.time()
     while unfinished():
-        if time.time() > chaos_ended + DRAIN_SECONDS:
-            drained = False
-            break
+        if time.time() > began + DRAIN_SECONDS:
+            return False, time.time() - began
         monitor.tick()
-        threading.Event().wait(0.2)
-    drain_took = time.time() - chaos_ended
-    fleet.stop()
-    arrivals = relay.snapshot()
+        threading.Event().wait(0.2)  # the pace of the sampling
+    return True, time.time() - began
 
-    # --- the invariants ------------------------------------------------------------------------------
+
+def check_everything(
+    world: World, fleet: Fleet, monitor: Monitor, arrivals: list, drained: bool
+) -> tuple[list[Finding], Counter, int, Gap | None, int]:
+    """Every invariant; also the figures the checks computed (statuses, extra copies, tightest gap, recoveries)."""
     terminal, statuses = chaos.check_terminal()
     if not drained:
         terminal.note += f"; not drained {DRAIN_SECONDS:g} s after the chaos"
     duplicates, extra_copies = chaos.check_duplicates(arrivals, fleet.incarnations, TIMEOUT)
-    rate, tightest = chaos.check_rate(arrivals, timeline, GRACE)
+    rate, tightest = chaos.check_rate(arrivals, world.timeline, GRACE)
     declared_dead, recoveries = chaos.check_declared_dead(fleet.incarnations)
-    windows = chaos.check_claiming_at_relay(
+    claiming = chaos.check_claiming_at_relay(
         arrivals, monitor.samples, fleet.incarnations, window=scaled(15, 30), warmup=5.0, min_others=30
     )
     errors = Finding("no operator action answered 5xx")
-    for action in operator.actions:
+    for action in world.operator.actions:
         if action.outcome == ERROR:
             errors.fail(action.line())
     stopping = Finding("every live scheduler exits 0 on SIGTERM")
@@ -288,67 +298,82 @@ def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
             stopping.fail(f"{inc.worker_id} (clock {inc.skew:+d} s) exit code {inc.proc.returncode} after SIGTERM")
     findings = [
         terminal,
-        chaos.check_delivery(arrivals, operator.deleted_mail),
+        chaos.check_delivery(arrivals, world.operator.deleted_mail),
         duplicates,
         rate,
-        chaos.check_disabled(arrivals, timeline, GRACE),
+        chaos.check_disabled(arrivals, world.timeline, GRACE),
         monitor.quota,
-        chaos.check_quota_at_relay(arrivals, quotas),
-        windows,
+        chaos.check_quota_at_relay(arrivals, world.quotas),
+        claiming,
         declared_dead,
         errors,
         stopping,
     ]
+    return findings, statuses, extra_copies, tightest, recoveries
 
-    done = sum(a.outcome == DONE for a in operator.actions)
-    refused = sum(a.outcome != DONE for a in operator.actions)
+
+def details(world: World, arrivals: list, drain_took: float, recoveries: int) -> list[str]:
+    """The lines under the table row: the relay's and the operator's side of the run."""
+    actions = world.operator.actions
+    kinds = Counter(f"{a.kind}/{a.outcome}" for a in actions)
+    per_service = sorted(Counter(a.mail_from for a in arrivals).items())
+    return [
+        f"relay: {len(arrivals)} transactions, {sum(a.accepted for a in arrivals)} taken, "
+        f"{sum(a.stalled for a in arrivals)} stalled, {sum(not a.worker for a in arrivals)} from an unknown sender",
+        f"operator: {sum(a.outcome == DONE for a in actions)} done; "
+        + ", ".join(sorted(f"{k} {n}" for k, n in kinds.items())),
+        f"deleted subtasks: {len(world.operator.deleted_mail)}; drain {drain_took:.1f} s; recoveries {recoveries}",
+        "sends per service at the relay / daily_quota: "
+        + ", ".join(f"{email.split('@')[0]} {n}/{world.quotas[email]}" for email, n in per_service),
+        f"refusals that do not say why (a bare 4xx): {sum(a.bare_refusal for a in actions)}",
+        *[f"  {a.line()}" for a in actions if a.kind.startswith("delete") or a.outcome == ERROR][:16],
+    ]
+
+
+def test_chaos_soak(relay, fleet, email_service_factory, user_factory):
+    began = time.time()
+    world = build_world(relay, email_service_factory, user_factory)
+    monitor = Monitor()
+    for clock in SKEWS:
+        fleet.start(clock)
+    wait_for(
+        lambda: WorkerHeartbeat.objects.filter(worker_id__in=[i.worker_id for i in fleet.incarnations]).count() == 3,
+        timeout=60,
+        what="three schedulers up",
+    )
+    kills = run_chaos(world, fleet, monitor)
+    drained, drain_took = drain(world, monitor)
+    fleet.stop()
+    arrivals = relay.snapshot()
+
+    findings, statuses, extra_copies, tightest, recoveries = check_everything(world, fleet, monitor, arrivals, drained)
+    actions = world.operator.actions
     figures = SoakFigures(
-        subtasks=sum(statuses.values()) + len(operator.deleted_mail),
+        subtasks=sum(statuses.values()) + len(world.operator.deleted_mail),
         sent=statuses.get("sent", 0),
         failed=statuses.get("failed", 0),
         cancelled=statuses.get("cancelled", 0),
         parked=statuses.get("parked", 0),
-        unfinished=terminal.failures,
+        unfinished=findings[0].failures,
         duplicates=extra_copies,
         kills=kills,
-        actions=len(operator.actions),
-        refused=refused,
+        actions=len(actions),
+        refused=sum(a.outcome != DONE for a in actions),
         tightest=tightest,
         duration=time.time() - began,
     )
-    per_service = sorted(Counter(a.mail_from for a in arrivals).items())
-    extra = [
-        f"relay: {len(arrivals)} transactions, {sum(a.accepted for a in arrivals)} taken, "
-        f"{sum(a.stalled for a in arrivals)} stalled, {sum(not a.worker for a in arrivals)} from an unknown sender",
-        f"operator: {done} done, {refused} refused or without effect; "
-        + ", ".join(f"{k} {n}" for k, n in sorted(_count_kinds(operator.actions).items())),
-        f"deleted subtasks: {len(operator.deleted_mail)}; drain {drain_took:.1f} s; recoveries {recoveries}; "
-        f"tightest gap {tightest}",
-        "sends per service at the relay / daily_quota: "
-        + ", ".join(f"{email.split('@')[0]} {n}/{quotas[email]}" for email, n in per_service),
-        f"refusals that do not say why (a bare 4xx): {sum(a.bare_refusal for a in operator.actions)}",
-        *[f"  {a.line()}" for a in operator.actions if a.kind.startswith("delete") or a.outcome == ERROR][:16],
-    ]
-    text = chaos.report(figures, findings, extra)
+    text = chaos.report(figures, findings, details(world, arrivals, drain_took, recoveries))
     print(text)
     record(
         ScenarioResult(
             "chaos soak",
             figures.subtasks,
             figures.sent,
-            terminal.failures,
+            figures.unfinished,
             extra_copies,
             recovered_count(),
             f"drain {drain_took:.0f} s",
-            f"{kills} kills, {len(operator.actions)} actions, min gap/rate {figures.gap}",
+            f"{kills} kills, {len(actions)} actions, min gap/rate {figures.gap}",
         )
     )
-    failed = [f for f in findings if f.failures]
-    assert not failed, text
-
-
-def _count_kinds(actions) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for a in actions:
-        counts[f"{a.kind}/{a.outcome}"] = counts.get(f"{a.kind}/{a.outcome}", 0) + 1
-    return counts
+    assert not [f for f in findings if f.failures], text
