@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -317,7 +318,7 @@ class Operator:
             said = [str(m) for m in get_messages(response.wsgi_request)]
         else:
             said = []
-        return " | ".join(said)[:160]
+        return re.sub(r"<[^>]+>", "", " | ".join(said))[:160]
 
     def _note(self, kind: str, via: str, target: str, response, *, changed: bool, detail: str = "") -> Action:
         code = response.status_code

@@ -59,8 +59,8 @@ USERS = int(scaled(8, 20))
 INITIAL_MAIL = int(scaled(2000, 20000))
 TOP_UP = int(scaled(150, 400))
 MAX_TOP_UPS = int(scaled(8, 80))
-WIND_DOWN = 0.75  # the share of the chaos with pauses and new mail
-DRAIN_SECONDS = scaled(90, 600)
+WIND_DOWN = 0.65  # the share of the chaos with pauses and new mail
+DRAIN_SECONDS = scaled(100, 600)
 STOP_SECONDS = 30
 
 # (rate, daily quota): spaced services, one with a small quota, and one unspaced
