@@ -84,8 +84,7 @@ class ServiceTimeline:
     request, so the check never blames a send on a change it may have preceded.
     """
 
-    def __init__(self, start: float) -> None:
-        self.start = start
+    def __init__(self) -> None:
         self.rates: dict[str, list[list[float]]] = {}
         self.disabled: dict[str, list[list[float]]] = defaultdict(list)
 

@@ -199,7 +199,7 @@ def build_world(relay: ChaosRelay, email_service_factory, user_factory) -> World
     """Services on the relay, users with two tasks each, and the operator (a superuser)."""
     rng = random.Random(SEED)
     configure_for_faults({("queue", "max_retries"): 30})
-    timeline = ServiceTimeline(time.time())
+    timeline = ServiceTimeline()
     services = []
     for i, (rate, quota) in enumerate(SERVICES):
         service = email_service_factory(
