@@ -5,8 +5,9 @@ Three ``run_scheduler`` processes, one with its clock 300 s ahead and one
 restarted with the same clock; an SMTP relay answers 4xx and 5xx at random
 and sometimes holds its reply longer than the services' timeout; services
 with different rates and quotas; users with tasks; and meanwhile an operator
-pauses, resumes, cancels and deletes tasks and users, disables and enables
-services, and changes rates and settings through the admin and the API.
+pauses, resumes, cancels and deletes tasks and users, tries to delete
+services, disables and enables them, and changes rates and settings through
+the admin and the API.
 After a bounded drain the invariants are checked (see tests/faults/chaos.py)
 and a table row is printed (and appended to var/soak-report.txt).
 
