@@ -260,6 +260,8 @@ def test_the_first_send_records_the_wait_and_alerts_past_the_thresholds(service,
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         claim = claimed(user, 1)
+    # Queued at `start` (the entry is the database's moment, which the frozen clock does not move).
+    TaskWaitMetric.objects.update(queue_entry_time=start)
     with time_machine.travel(start + dt.timedelta(seconds=wait), tick=False):
         record([result(claim, claim.items[0], OK)])
 
