@@ -166,6 +166,8 @@ class SchedulerWorker:
         self._db_unreachable_at = float("-inf")  # last time the claim loop found the database down
         self._abandoned = 0  # outcomes given up on at shutdown (left to recovery)
         self._was_stalled = False
+        self._recorder_pause = threading.Event()  # never set: the recorder's retry waits
+        self._recorder_died = False
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask, dt.datetime]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
@@ -187,7 +189,7 @@ class SchedulerWorker:
         senders = [
             threading.Thread(target=self._sender_loop, name=f"sender-{i}", daemon=True) for i in range(self.concurrency)
         ]
-        recorder = threading.Thread(target=self._recorder_loop, name="recorder", daemon=True)
+        recorder = threading.Thread(target=self._recorder_main, name="recorder", daemon=True)
         starter = threading.Thread(target=self._starter.run, name="starter", daemon=True)
         helpers = [*senders, starter, recorder]
         if self.maintenance:
@@ -228,7 +230,7 @@ class SchedulerWorker:
                     "released": self.stats.released,
                 },
             )
-        return 1 if self._abandoned else 0
+        return 1 if self._abandoned or self._recorder_died else 0
 
     def stop(self) -> None:
         """Like SIGTERM: no new claims, sends under way finish, the rest is given back."""
@@ -627,6 +629,17 @@ class SchedulerWorker:
 
     # --- recorder thread --------------------------------------------------------------
 
+    def _recorder_main(self) -> None:
+        """The recorder thread. If it ever dies, the worker stops: sending on what nobody records would
+        only make duplicates. What it held is left to recovery, as after a crash, and the process exits 1."""
+        try:
+            self._recorder_loop()
+        except Exception:
+            logger.critical("recorder died: stopping the worker", exc_info=True, extra={"worker": self.worker_id})
+            self._recorder_died = True
+            self._stopping.set()
+            self._stop.set()
+
     def _recorder_loop(self) -> None:
         batch: OutcomeBatch | None = None
         failures = 0
@@ -670,7 +683,8 @@ class SchedulerWorker:
                         logger.exception("recording outcomes failed, retrying", extra={"pending": batch.size})
                     self._reset_connection()
                     # Signalled: shorter waits, so that _give_up comes on time.
-                    time.sleep(min(delay, 1.0) if self._stopping.is_set() else delay)
+                    # An event's wait, not time.sleep: it never fails on a host whose clock is skewed.
+                    self._recorder_pause.wait(min(delay, 1.0) if self._stopping.is_set() else delay)
                     continue
                 failures = 0
                 self._recorder_failing_since = None

@@ -24,6 +24,7 @@ from queues.scheduler.outcomes import OutcomeRecorder, SendResult
 from queues.scheduler.transports import PERMANENT, SENT, Delivery
 from queues.scheduler.worker import Release, SchedulerWorker
 from queues.services import task_create
+from tests.processes import skewed_clock
 from tests.schedulers import wait_until
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
@@ -207,3 +208,40 @@ def test_a_worker_whose_recorder_is_stuck_is_stalled_in_health_and_metrics_and_i
     assert schedulers.terminate(timeout=60) == [1], schedulers.logs()
     assert WorkerHeartbeat.objects.get(worker_id=proc.worker_id).stopped_at is not None
     assert EmailService.objects.get().total_sent == 0
+
+
+def test_a_recorder_retrying_after_a_database_error_on_a_skewed_host_records_the_batch(
+    smtp_sink, email_service_factory, user, queue_config, schedulers, refuse
+):
+    # Under a skewed wall clock the recorder's retry wait used to raise (libfaketime
+    # makes time.sleep fail), which killed the recorder thread: the worker went on
+    # claiming and sending what it could never record.
+    queue_config(claim_batch_size=3)
+    email_service_factory(port=smtp_sink.port, sending_rate=0)
+    refuse("send_attempts", "true", "40P01", once=True)  # one deadlock, as two recorders can meet
+    make_task(user, 3, "r")
+    schedulers.start_one("--concurrency", "1", env=skewed_clock("-300s"))
+
+    wait_until(lambda: SubTask.objects.filter(status="sent").count() == 3, timeout=60, what="three mails recorded")
+
+    assert smtp_sink.count() == 3
+    assert SendAttempt.objects.count() == 3
+    assert schedulers.terminate(timeout=60) == [0], schedulers.logs()
+
+
+def test_a_worker_whose_recorder_dies_stops_and_leaves_its_claims_to_recovery(
+    smtp_sink, email_service_factory, user, queue_config, monkeypatch
+):
+    queue_config(claim_batch_size=3)
+    email_service_factory(port=smtp_sink.port, sending_rate=0)
+    make_task(user, 3, "r")
+
+    def broken(self) -> None:
+        raise RuntimeError("a bug in the recorder")
+
+    monkeypatch.setattr(SchedulerWorker, "_recorder_loop", broken)
+    worker = SchedulerWorker(concurrency=1, worker_id="w-broken")
+
+    assert worker.run() == 1  # it stops by itself instead of sending what it cannot record
+    beat = WorkerHeartbeat.objects.get(worker_id="w-broken")
+    assert beat.stopped_at is not None  # so the dead-worker rule takes its claims back at once
