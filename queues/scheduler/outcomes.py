@@ -397,7 +397,10 @@ class OutcomeRecorder:
         failing_now = dict(
             EmailService.objects.filter(pk__in=[b.id for b in batches])
             .order_by("pk")
-            .select_for_update()
+            # NO KEY UPDATE: the attempt rows inserted just before hold KEY SHARE
+            # on these services (their foreign key); a plain FOR UPDATE conflicts
+            # with that, and two recorders of one service deadlocked on it.
+            .select_for_update(no_key=True)
             .values_list("pk", "consecutive_failures")
         )
         if connection.vendor == "postgresql":
