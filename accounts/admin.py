@@ -5,23 +5,18 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts.models import User
-from edm.admin_actions import Result, apply_to_each
+from edm.admin_actions import OneAtATimeDeleteAdmin, Result, apply_to_each
 from queues.admin import refusable_delete
 from queues.services import TaskStateError, user_erase
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(OneAtATimeDeleteAdmin, DjangoUserAdmin):
+    # Bulk delete is replaced by "Erase": a user's tasks may have mail in flight, which user_erase checks.
     list_display = ("username", "email", "is_staff", "is_active", "date_joined")
     list_filter = ("is_staff", "is_superuser", "is_active")
     search_fields = ("username", "email", "first_name", "last_name")
     actions = ("erase_users",)
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        # Replaced by "Erase": a user's tasks may have mail in flight, which user_erase checks.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     @admin.action(description="Erase selected users and all their data", permissions=["delete"])
     def erase_users(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:

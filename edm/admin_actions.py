@@ -47,3 +47,17 @@ def apply_to_each(
             objects = model_ngettext(queryset, counts[outcome])
             message = text.format(count=counts[outcome], objects=objects, total=totals[outcome])
             modeladmin.message_user(request, message, level)
+
+
+class OneAtATimeDeleteAdmin(admin.ModelAdmin):
+    """No bulk "delete selected": deletes go one object at a time through a service function.
+
+    Django's bulk action reports success even where the service function would
+    refuse (mail in flight, history to keep); the delete page, or an action of
+    the admin's own, reports each refusal with its reason.
+    """
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions

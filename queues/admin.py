@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from edm.admin_actions import Result, apply_to_each
+from edm.admin_actions import OneAtATimeDeleteAdmin, Result, apply_to_each
 from edm.admin_readonly import ReadOnlyAdmin, all_fields
 from edm.admin_saving import SaveChangedFieldsAdmin
 from queues.api.serializers import EmailServiceSerializer
@@ -80,7 +80,7 @@ class EmailServiceForm(forms.ModelForm):
 
 
 @admin.register(EmailService)
-class EmailServiceAdmin(SaveChangedFieldsAdmin):
+class EmailServiceAdmin(OneAtATimeDeleteAdmin, SaveChangedFieldsAdmin):
     form = EmailServiceForm
     list_display = (
         "name",
@@ -127,12 +127,6 @@ class EmailServiceAdmin(SaveChangedFieldsAdmin):
         super().save_model(request, obj, form, change)
         if enable:
             service_set_enabled(service=obj, enabled=obj.is_enabled)
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        # One object at a time, through the delete page: service_delete refuses with its reason.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def get_deleted_objects(self, objs, request: HttpRequest) -> tuple[list, dict, set, list]:
         with_history = SubTask.objects.filter(service__in=objs).count()
@@ -215,7 +209,7 @@ class TaskForm(forms.ModelForm):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(OneAtATimeDeleteAdmin):
     list_display = ("name", "owner", "status", "priority", "scheduled_at", "created_at", "completed_at")
     list_filter = ("status", "priority", "created_at")
     search_fields = ("name", "subject", "owner__username", "id")
@@ -239,12 +233,6 @@ class TaskAdmin(admin.ModelAdmin):
         except (TaskValidationError, TaskStateError) as exc:
             # The task changed status between the form's check and this save (the scheduler or an action).
             self.message_user(request, f"Not saved: {exc}", messages.ERROR)
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        # One task at a time, through the delete page: task_delete refuses with its reason.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def get_deleted_objects(self, objs, request: HttpRequest) -> tuple[list, dict, set, list]:
         # A summary: listing every subtask would not fit a page. The subtasks are

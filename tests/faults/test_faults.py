@@ -32,6 +32,7 @@ from queues.scheduler.outcomes import OutcomeRecorder, SendResult
 from queues.scheduler.transports import SENT, Delivery
 from queues.services import task_create
 from tests.faults.harness import (
+    SELF_CONTAINED,
     ScenarioResult,
     TarPit,
     all_terminal,
@@ -51,11 +52,6 @@ from tests.processes import run_in_processes
 from tests.schedulers import Schedulers
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
-
-# The schedulers run the recovery sweeps themselves, whether or not a Celery
-# broker is configured (with one, production leaves them to Celery beat and a
-# worker, which these scenarios do not start).
-SELF_CONTAINED = ("--maintenance", "on")
 
 
 def in_flight_of(worker_id: str) -> int:

@@ -16,6 +16,7 @@ import pytest
 
 from queues.models import SubTask
 from tests.faults.harness import (
+    SELF_CONTAINED,
     ScenarioResult,
     all_terminal,
     check_delivery,
@@ -29,7 +30,6 @@ from tests.faults.harness import (
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
-SELF_CONTAINED = ("--maintenance", "on")
 WHOLE_WITHIN_SECONDS = 60
 TOTAL = 160
 SERVICES = 40
