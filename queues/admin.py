@@ -114,7 +114,7 @@ class EmailServiceAdmin(OneAtATimeDeleteAdmin, SaveChangedFieldsAdmin):
         (None, {"fields": ("name", "from_email", "is_enabled")}),
         ("Transport", {"fields": ("transport", "host", "port", "security", "timeout", "username", "password")}),
         ("E-mail backend", {"fields": ("backend_path", "backend_options"), "classes": ("collapse",)}),
-        ("Limits", {"fields": ("sending_rate", "daily_quota")}),
+        ("Limits", {"fields": ("sending_rate", "max_connections", "daily_quota")}),
         ("Statistics", {"fields": readonly_fields}),
     )
     actions = ("enable_services", "disable_services", "reset_quota")

@@ -2,6 +2,7 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -54,6 +55,14 @@ class EmailService(models.Model):
         null=True,
         blank=True,
         help_text="Seconds between two sends; empty means the queue.default_sending_rate setting.",
+    )
+    # db_default: SQLite adds the column in place (a table rebuild would
+    # recreate an index with NULLS FIRST, which SQLite cannot declare).
+    max_connections = models.PositiveSmallIntegerField(
+        default=20,
+        db_default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Most SMTP connections open to this service at once, from all schedulers together.",
     )
 
     last_sent_at = models.DateTimeField(null=True, blank=True)

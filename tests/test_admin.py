@@ -69,6 +69,7 @@ def service_change_form(service, **fields: str) -> dict[str, str]:
         "backend_path": "",
         "backend_options": "",
         "sending_rate": "",
+        "max_connections": str(service.max_connections),
         "daily_quota": "100",
         **fields,
     }

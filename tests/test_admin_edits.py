@@ -160,6 +160,7 @@ def test_a_new_service_is_checked_like_the_api_and_saved_when_valid(staff_client
         "backend_path": "",
         "backend_options": "",
         "sending_rate": "",
+        "max_connections": "20",
         "daily_quota": "100",
     }
 

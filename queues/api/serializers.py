@@ -59,6 +59,12 @@ class EmailServiceSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="Seconds between two sends; null means the queue.default_sending_rate setting.",
     )
+    max_connections = serializers.IntegerField(
+        min_value=1,
+        max_value=1000,
+        default=20,
+        help_text="Most SMTP connections open to this service at once, from all schedulers together.",
+    )
     has_password = serializers.SerializerMethodField()
 
     class Meta:
@@ -80,6 +86,7 @@ class EmailServiceSerializer(serializers.ModelSerializer):
             "is_enabled",
             "daily_quota",
             "sending_rate",
+            "max_connections",
             *SERVICE_COUNTERS,
             "created_at",
             "updated_at",

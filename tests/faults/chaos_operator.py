@@ -267,6 +267,7 @@ class Operator:
             "backend_path": service.backend_path,
             "backend_options": "",
             "sending_rate": "" if service.sending_rate is None else str(service.sending_rate),
+            "max_connections": str(service.max_connections),
             "daily_quota": str(service.daily_quota),
             **fields,
         }
