@@ -96,6 +96,11 @@ SEND_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=SCHEDULER_REGISTRY,
 )
+RATE_SLOTS_MISSED = Counter(
+    "edm_rate_slots_missed_total",
+    "Rate slots whose start window passed before the send could start (the mail was given back, unsent).",
+    registry=SCHEDULER_REGISTRY,
+)
 RECOVERED = Counter(
     "edm_recovered_subtasks",
     "Claimed subtasks given back to the queue by recovery, by rule.",

@@ -19,8 +19,8 @@ have been delivered: by default it is retried with the same Message-ID (an
 attempt counted, failed after ``queue.max_retries``), not before its old send
 can have ended; or with ``unknown_outcome = "park"`` it waits in ``parked`` for
 an operator. A subtask whose task was cancelled meanwhile ends ``cancelled``.
-A rate-limited service leased by a recovered claim is freed as soon as the
-rate allows, not at the end of the lease.
+A rate-limited service's slots are not given back: they are at most a second
+ahead (queues.scheduler.slots), and a later slot may have started already.
 
 Every moment compared here is the database's (``edm.dbclock``): a host whose
 clock is off neither declares live workers dead nor misses dead ones.
@@ -47,7 +47,7 @@ from edm.dbclock import db_now
 from monitoring.models import WorkerHeartbeat
 from queues.models import EmailService, SubTask, Task
 from queues.rotation import user_queue_activate
-from queues.scheduler.claim import lease_end, quota_day
+from queues.scheduler.claim import quota_day
 from queues.scheduler.outcomes import retry_delay
 from queues.scheduler.transports import SEND_TIMEOUTS
 from queues.services import tasks_complete_if_done
@@ -290,7 +290,7 @@ CANDIDATE_FIELDS = (
 
 
 class _ServiceChanges:
-    """What recovered claims give back to their services: quota never used, leases no longer needed.
+    """What recovered claims give back to their services: quota never used.
 
     Applied after the subtasks, in service id order (as the recorder locks
     them), so recovery and a recorder never wait on each other in a cycle.
@@ -298,8 +298,6 @@ class _ServiceChanges:
 
     def __init__(self) -> None:
         self.refunds: dict[tuple[uuid.UUID, dt.date], int] = {}
-        # service -> {lease as the claim set it: when the service may send again}
-        self.leases: dict[uuid.UUID, dict[dt.datetime, dt.datetime]] = {}
 
     def add(self, c: Candidate, now: dt.datetime, queue_config: dict) -> None:
         if c.service_id is None or c.claimed_at is None:
@@ -309,25 +307,11 @@ class _ServiceChanges:
             # Never sent: the charge goes back to the day it was made.
             day = quota_day(c.claimed_at, queue_config["quota_timezone"])
             self.refunds[(c.service_id, day)] = self.refunds.get((c.service_id, day), 0) + 1
-        rate = c.service_rate if c.service_rate is not None else queue_config["default_sending_rate"]
-        if rate <= 0:
-            return
-        lease = lease_end(c.claimed_at, queue_config["send_lease_seconds"], rate)  # as the claim set it
-        # A started send may still arrive until send_ends; the next one keeps the rate after it.
-        free_at = max(now, c.send_ends) + dt.timedelta(seconds=rate) if started else now
-        held = self.leases.setdefault(c.service_id, {})
-        held[lease] = max(free_at, held.get(lease, free_at))
 
     def apply(self) -> None:
-        for service_id in sorted({s for s, _ in self.refunds} | set(self.leases)):
+        for service_id in sorted({s for s, _ in self.refunds}):
             for (refund_id, day), count in self.refunds.items():
                 if refund_id == service_id:
                     EmailService.objects.filter(pk=service_id, quota_date=day).update(
                         used_quota=Greatest(F("used_quota") - count, Value(0))
                     )
-            for lease, free_at in self.leases.get(service_id, {}).items():
-                # Compare-and-set: only while the service is still under this claim's lease,
-                # and never later than the lease would have freed it.
-                EmailService.objects.filter(pk=service_id, next_available_at=lease).update(
-                    next_available_at=min(lease, free_at)
-                )

@@ -5,13 +5,14 @@ concurrent claimers never wait on each other and never take the same row):
 
 1. ready services, the plan's order (used_quota ascending; least recently
    used first among equals), locked;
-2. slots: one per ready rate-limited service (it then stays reserved until
-   its send is recorded), as many as quota allows for a service without a
-   rate;
+2. slots: a rate-limited service's next start times, ``sending_rate``
+   apart (queues.scheduler.slots), up to a second ahead; as many as quota
+   allows for a service without a rate;
 3. the next users in the rotation, locked, and each one's next subtasks:
    runnable tasks by priority then age, each task's due subtasks oldest first;
 4. subtasks marked allocated with a claim token, worker id and time; quota
-   counted; rate-limited services leased; served users moved to the back.
+   counted; a rate-limited service's next free moment moved past its slots;
+   served users moved to the back.
 
 No SMTP happens here: the caller sends after commit and records afterwards.
 """
@@ -23,6 +24,7 @@ import datetime as dt
 import enum
 import json
 import math
+import time
 import uuid
 import zoneinfo
 from collections import defaultdict
@@ -38,6 +40,7 @@ from edm.dbclock import db_now
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.rotation import PG_TURN, next_turn, user_queue_activate, user_queue_defer
 from queues.scheduler import pgsql
+from queues.scheduler import slots as rate_slots
 
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
 MAX_SERVICES_PER_CLAIM = 16
@@ -52,7 +55,7 @@ class ClaimStatus(enum.Enum):
     # rotation just moved past users that turned out to have nothing to send.
     RETRY = "retry"
     # Only rate-limited services are ready and the caller has no sender free to
-    # use another lease: claim again when a sender is free, not before.
+    # use their slots: claim again when a sender is free, not before.
     SENDERS_BUSY = "senders_busy"
 
 
@@ -80,6 +83,7 @@ class ReadyService:
     quota_date: dt.date | None
     sending_rate: float | None
     consecutive_failures: int
+    next_available_at: dt.datetime | None
 
 
 READY_COLUMNS = [f.name for f in dataclasses.fields(ReadyService)]
@@ -90,10 +94,12 @@ class Claim:
     status: ClaimStatus
     token: uuid.UUID | None = None
     started_at: dt.datetime | None = None
+    # time.monotonic() just before and just after started_at was read from the database.
+    clock_sample: tuple[float, float] | None = None
     items: list[ClaimedSubTask] = field(default_factory=list)
     services: dict[uuid.UUID, ReadyService] = field(default_factory=dict)
-    # Rate-limited services leased by this claim: {service id: lease end}.
-    leases: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
+    # When each mail of a rate-limited service may start: {subtask id: slot (database time)}.
+    slots: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
 
 
 def quota_day(now: dt.datetime, tz_name: str) -> dt.date:
@@ -117,26 +123,17 @@ def used_on(service: ReadyService | EmailService, today: dt.date) -> int:
     return service.used_quota if service.quota_date is not None and service.quota_date >= today else 0
 
 
-def lease_end(started_at: dt.datetime, lease_seconds: float, rate: float) -> dt.datetime:
-    """When a rate-limited service leased at ``started_at`` is free again if its send is never recorded.
-
-    The send must start within ``lease_seconds`` of the claim (the worker gives
-    it back otherwise), so a lease that also covers ``rate`` keeps the service's
-    spacing even when the worker dies between the send and its record.
-    """
-    return started_at + dt.timedelta(seconds=lease_seconds + rate)
-
-
 def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict, max_leases: int | None = None) -> Claim:
     """Claim up to ``limit`` subtasks with their service slots; see the module docstring.
 
-    ``max_leases`` caps the rate-limited services this claim leases (a worker
-    passes its idle senders): a leased service waits for this worker's send,
-    so leasing more than it can send at once only keeps other workers from
-    services they could use now.
+    ``max_leases`` caps the rate slots this claim takes (a worker passes its
+    idle senders): a slot is the service's time, and taking more than the
+    worker can start on time only wastes it.
     """
     # Every moment a claim writes or compares is the database's: hosts' clocks may differ.
+    before = time.monotonic()
     started_at = db_now()
+    clock_sample = (before, time.monotonic())
     today = quota_day(started_at, queue_config["quota_timezone"])
     with transaction.atomic():
         # A service without a rate takes a whole batch; rate-limited ones take
@@ -157,16 +154,17 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict, max_leases
                 return Claim(ClaimStatus.RETRY)
             ready_users = UserQueue.objects.filter(ready_at__lte=started_at)
             return Claim(_nothing_ready(ready_users, ClaimStatus.NO_WORK))
-        return _reserve(
+        claim = _reserve(
             picks,
             slots,
             token=uuid.uuid4(),
             worker_id=worker_id,
             started_at=started_at,
             today=today,
-            lease_seconds=queue_config["send_lease_seconds"],
             default_rate=queue_config["default_sending_rate"],
         )
+    claim.clock_sample = clock_sample
+    return claim
 
 
 def _lock_ready_services(today: dt.date, limit: int, now: dt.datetime) -> list[ReadyService]:
@@ -202,13 +200,13 @@ def _plan_slots(
         quota_left = service.daily_quota - used_on(service, today)
         if quota_left <= 0:
             continue
-        # A rate-limited service sends one mail, then waits until the send is
-        # recorded plus its sending_rate.
-        if effective_rate(service, default_rate) > 0:
+        # A rate-limited service takes its next slots, sending_rate apart.
+        rate = effective_rate(service, default_rate)
+        if rate > 0:
             if leases_left <= 0:
                 continue
-            leases_left -= 1
-            n = 1
+            n = min(quota_left, left, leases_left, rate_slots.slots_per_claim(rate))
+            leases_left -= n
         else:
             n = min(quota_left, left)
         slots.append((service, n))
@@ -347,25 +345,24 @@ def _reserve(
     worker_id: str,
     started_at: dt.datetime,
     today: dt.date,
-    lease_seconds: float,
     default_rate: float,
 ) -> Claim:
     claim = Claim(ClaimStatus.CLAIMED, token=token, started_at=started_at)
     assignment: list[tuple[uuid.UUID, uuid.UUID, str]] = []  # (subtask, service, sender)
-    charges: list[tuple[uuid.UUID, int, dt.datetime | None]] = []  # (service, slots, lease)
+    charges: list[tuple[uuid.UUID, int, dt.datetime | None]] = []  # (service, mails, next free moment)
     pick_iter = iter(picks)
     for service, n in slots:
         taken = [p for _, p in zip(range(n), pick_iter, strict=False)]
         if not taken:
             break
         assignment += [(p[1], service.id, service.from_email) for p in taken]
-        lease = None
-        if effective_rate(service, default_rate) > 0:
-            # Held until the send is recorded (then: record time + sending_rate),
-            # or until the lease runs out if this worker dies first.
-            lease = lease_end(started_at, lease_seconds, effective_rate(service, default_rate))
-            claim.leases[service.id] = lease
-        charges.append((service.id, len(taken), lease))
+        next_free = None
+        rate = effective_rate(service, default_rate)
+        if rate > 0:
+            first = max(started_at, service.next_available_at or started_at)
+            starts, next_free = rate_slots.plan(first, rate, len(taken))
+            claim.slots.update((p[1], at) for p, at in zip(taken, starts, strict=True))
+        charges.append((service.id, len(taken), next_free))
         claim.services[service.id] = service
     if connection.vendor == "postgresql":
         rows = pgsql.reserve(assignment=assignment, token=token, worker_id=worker_id, now=started_at)
@@ -481,14 +478,14 @@ def claims_start(*, token: uuid.UUID, ids: list[uuid.UUID], unlimited: set[uuid.
     )
 
 
-def claims_release(
-    *, token: uuid.UUID, ids: list[uuid.UUID], leases: dict[uuid.UUID, dt.datetime], quota_timezone: str
-) -> int:
-    """Give back claimed subtasks that were never sent: pending again, quota refunded, leases ended.
+def claims_release(*, token: uuid.UUID, ids: list[uuid.UUID], quota_timezone: str) -> int:
+    """Give back claimed subtasks that were never sent: pending again, quota refunded.
 
     The quota goes back to the day it was charged (the claim's day), and only
     while that is still the service's quota day: a release after midnight
-    takes nothing from the new day's count.
+    takes nothing from the new day's count. A rate slot given back stays
+    unused (a later slot may already have started: moving the service's next
+    free moment back could start a send too close to it).
     """
     now = db_now()  # the owners are ready again from now: a moment other processes compare
     with transaction.atomic():
@@ -514,11 +511,6 @@ def claims_release(
             EmailService.objects.filter(pk=service_id, quota_date=day).update(
                 used_quota=Greatest(F("used_quota") - count, Value(0))
             )
-        for service_id in sorted({h[1] for h in held}):
-            lease = leases.get(service_id)
-            if lease is not None:
-                # Only our own lease: if the service was used since, leave it alone.
-                EmailService.objects.filter(pk=service_id, next_available_at=lease).update(next_available_at=Now())
         # A task cancelled meanwhile keeps nothing pending.
         SubTask.objects.filter(pk__in=[h[0] for h in held], task__status=Task.Status.CANCELLED).update(
             status=SubTask.Status.CANCELLED

@@ -74,7 +74,6 @@ class SendResult:
     rate: float  # the service's effective sending_rate at claim time
     service_failures: int = 0  # the service's consecutive_failures at claim time
     timeout: float = 10.0  # the service's SMTP timeout
-    lease: dt.datetime | None = None  # the rate-limited service's lease taken by the claim
     # Fixed when the send finished: however often the outcome is written, one attempt row, applied once.
     attempt_id: uuid.UUID = field(default_factory=uuid7)
 
@@ -122,7 +121,9 @@ class ServiceBatch:
     trailing: int  # service faults after the last success
     last_ok: dt.datetime | None
     mean_ms: Decimal
-    lease: dt.datetime | None  # the latest lease among the results (a later claim's is later)
+    # Some results were claimed without a sending rate (in bulk, unspaced); rate
+    # slots space the others at claim time already.
+    unspaced: bool
     failures_before: int
 
     @classmethod
@@ -138,7 +139,7 @@ class ServiceBatch:
             trailing=sum(r.delivery.service_fault for r in results if last_ok is None or r.finished_at > last_ok),
             last_ok=last_ok,
             mean_ms=Decimal(sum(r.response_ms for r in results) / len(results)).quantize(Decimal("0.01")),
-            lease=max((r.lease for r in results if r.lease is not None), default=None),
+            unspaced=any(not r.rate for r in results),
             failures_before=max(r.service_failures for r in results),
         )
 
@@ -416,7 +417,7 @@ class OutcomeRecorder:
                         "last_ok": b.last_ok,
                         "trail": b.trailing,
                         "faults": b.faults,
-                        "lease": b.lease,
+                        "unspaced": b.unspaced,
                     }
                     for b in batches
                 ],
@@ -462,14 +463,7 @@ class OutcomeRecorder:
         EmailService.objects.filter(pk=b.id).update(**changes)
         rate = EmailService.objects.filter(pk=b.id).values_list("sending_rate", flat=True).first()
         rate = default_rate if rate is None else rate
-        if b.lease is not None:
-            # This claim's lease ends now: the next send may start sending_rate
-            # seconds after this one was recorded (the database's clock). A late
-            # record whose lease another claim has replaced leaves that one be.
-            EmailService.objects.filter(pk=b.id, next_available_at=b.lease).update(
-                next_available_at=Now() + dt.timedelta(seconds=rate)
-            )
-        elif rate > 0:  # claimed without a rate, one set since: space from this send
+        if b.unspaced and rate > 0:  # claimed without a rate, one set since: space from this send
             spaced = Now() + dt.timedelta(seconds=rate)
             EmailService.objects.filter(pk=b.id).update(
                 next_available_at=Greatest(Coalesce(F("next_available_at"), spaced), spaced)

@@ -58,7 +58,8 @@ def _execute(sql: str, params: dict) -> list[tuple]:
 # off after failures is not ready until its back-off ends, whatever moved
 # next_available_at meanwhile.
 READY_SERVICES_SQL = """
-SELECT id, updated_at, from_email, daily_quota, used_quota, quota_date, sending_rate, consecutive_failures
+SELECT id, updated_at, from_email, daily_quota, used_quota, quota_date, sending_rate, consecutive_failures,
+       next_available_at
 FROM email_services
 WHERE is_enabled AND daily_quota > 0
   AND (next_available_at IS NULL
@@ -122,20 +123,20 @@ CHARGE_SQL = """
 UPDATE email_services e
 SET used_quota = CASE WHEN e.quota_date >= %(today)s THEN e.used_quota + v.n ELSE v.n END,
     quota_date = GREATEST(e.quota_date, %(today)s),
-    next_available_at = COALESCE(v.lease, e.next_available_at)
-FROM unnest(%(ids)s::uuid[], %(ns)s::int[], %(leases)s::timestamptz[]) AS v(id, n, lease)
+    next_available_at = COALESCE(v.next_free, e.next_available_at)
+FROM unnest(%(ids)s::uuid[], %(ns)s::int[], %(next_free)s::timestamptz[]) AS v(id, n, next_free)
 WHERE e.id = v.id
 """
 
 
 def charge_services(*, charges: Sequence[tuple[uuid.UUID, int, dt.datetime | None]], today: dt.date) -> None:
-    """Count claimed slots against the quota day; lease rate-limited services."""
+    """Count claimed mails against the quota day; move rate-limited services past their slots."""
     _execute(
         CHARGE_SQL,
         {
             "ids": array([c[0] for c in charges]),
             "ns": array([c[1] for c in charges]),
-            "leases": array([c[2] for c in charges]),
+            "next_free": array([c[2] for c in charges]),
             "today": today,
         },
     )
@@ -236,21 +237,16 @@ SET total_sent = e.total_sent + v.ok,
     backoff_level = CASE WHEN v.last_ok IS NOT NULL THEN 0 ELSE e.backoff_level END,
     backoff_until = CASE WHEN v.last_ok IS NOT NULL THEN NULL ELSE e.backoff_until END,
     next_available_at = CASE
-        -- Only this claim's own lease ends here: a late record (its lease ran
-        -- out and another claim holds the service now) leaves the new lease be.
-        WHEN v.lease IS NOT NULL THEN
-            CASE WHEN e.next_available_at = v.lease
-                 THEN statement_timestamp() + COALESCE(e.sending_rate, %(default_rate)s) * interval '1 second'
-                 ELSE e.next_available_at END
-        -- Claimed without a rate; if one was set since, space from this send (never earlier).
-        WHEN COALESCE(e.sending_rate, %(default_rate)s) > 0 THEN GREATEST(
+        -- Rate slots spaced these sends when they were claimed. Claimed
+        -- without a rate; if one was set since, space from this send (never earlier).
+        WHEN v.unspaced AND COALESCE(e.sending_rate, %(default_rate)s) > 0 THEN GREATEST(
             e.next_available_at,
             statement_timestamp() + COALESCE(e.sending_rate, %(default_rate)s) * interval '1 second')
         ELSE e.next_available_at END
 FROM unnest(%(ids)s::uuid[], %(ok)s::int[], %(failed)s::int[], %(batch_rate)s::numeric[], %(keep)s::numeric[],
             %(mean_ms)s::numeric[], %(last_ok)s::timestamptz[], %(trail)s::int[], %(faults)s::int[],
-            %(lease)s::timestamptz[])
-     AS v(id, ok, failed, batch_rate, keep, mean_ms, last_ok, trail, faults, lease)
+            %(unspaced)s::bool[])
+     AS v(id, ok, failed, batch_rate, keep, mean_ms, last_ok, trail, faults, unspaced)
 WHERE e.id = v.id
 RETURNING e.id, e.name, e.consecutive_failures
 """
@@ -258,7 +254,7 @@ RETURNING e.id, e.name, e.consecutive_failures
 
 def update_service_stats(*, rows: Sequence[dict], default_rate: float) -> list[tuple[uuid.UUID, str, int]]:
     """One statement for every service of a batch; see outcomes.ServiceBatch for the fields."""
-    keys = ("ids", "ok", "failed", "batch_rate", "keep", "mean_ms", "last_ok", "trail", "faults", "lease")
+    keys = ("ids", "ok", "failed", "batch_rate", "keep", "mean_ms", "last_ok", "trail", "faults", "unspaced")
     params: dict[str, object] = {key: array([row[key] for row in rows]) for key in keys}
     params["default_rate"] = default_rate
     return _execute(SERVICE_STATS_SQL, params)

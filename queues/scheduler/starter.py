@@ -9,6 +9,12 @@ for the senders (``depth``, the number of senders) that they never wait for
 the database. What a crashed worker leaves ``processing`` is therefore at most
 its sends under way, the mails queued right behind them and the outcomes not
 yet recorded, whatever the claim batch size.
+
+Two more things hold a mail here: its service's connections (``admit``: a
+permit of the connection pool, so no more mails go to the senders than the
+service's connections can take) and its rate slot (``not_before``: a mail of
+a rate-limited service goes to a sender just before its slot, not a second
+early, so it neither occupies a sender nor sits in ``processing`` meanwhile).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -44,11 +51,17 @@ class SendStarter:
         depth: int,
         release: Callable[[Any], None],
         stopping: Callable[[], bool],
+        admit: Callable[[Any], bool] = lambda work: True,
+        unadmit: Callable[[Any], None] = lambda work: None,
+        not_before: Callable[[Any], float | None] = lambda work: None,
     ) -> None:
         self.ready = ready
         self.depth = max(1, depth)
         self._release = release
         self._stopping = stopping
+        self._admit = admit
+        self._unadmit = unadmit
+        self._not_before = not_before
         self._staged: deque[Any] = deque()
         self._changed = threading.Condition()
         self._closing = False
@@ -58,8 +71,12 @@ class SendStarter:
             self._staged.append(work)
             self._changed.notify()
 
+    def staged(self) -> list[Any]:
+        with self._changed:
+            return list(self._staged)
+
     def wake(self) -> None:
-        """A sender took work from ``ready``: there may be room for more."""
+        """A sender took work from ``ready``, or a connection came free: there may be room for more."""
         with self._changed:
             self._changed.notify()
 
@@ -92,11 +109,43 @@ class SendStarter:
                 if self._closing and not self._staged:
                     return None, []
                 room = self.depth - self.ready.qsize()
-                # Refill by half the depth at a time: fewer, larger updates, and
-                # the senders still find work ready.
+                wait = 0.5
+                # Refill by half the depth at a time (fewer, larger updates, and
+                # the senders still find work ready), except for a rate slot
+                # coming due: that one goes at once.
                 if self._staged and (room >= max(1, self.depth // 2) or (room > 0 and self._closing)):
-                    return [self._staged.popleft() for _ in range(min(room, len(self._staged)))], []
-                self._changed.wait(timeout=0.5)
+                    batch, wait = self._admissible(room)
+                    if batch:
+                        return batch, []
+                elif self._staged and room > 0:
+                    batch, wait = self._admissible(room, slots_only=True)
+                    if batch:
+                        return batch, []
+                self._changed.wait(timeout=wait)
+
+    def _admissible(self, room: int, *, slots_only: bool = False) -> tuple[list[Any], float]:
+        """Up to ``room`` staged mails whose slot is near and whose service has a connection free, in
+        staged order; and how long until the next slot comes near."""
+        now = time.monotonic()
+        batch: list[Any] = []
+        keep: deque[Any] = deque()
+        wait = 0.5
+        for work in self._staged:
+            if len(batch) >= room:
+                keep.append(work)
+                continue
+            at = self._not_before(work)
+            if at is None and slots_only:
+                keep.append(work)
+            elif at is not None and at > now:
+                wait = min(wait, at - now)
+                keep.append(work)
+            elif self._admit(work):
+                batch.append(work)
+            else:
+                keep.append(work)
+        self._staged = keep
+        return batch, max(0.001, wait)
 
     def _start(self, batch: list[Any]) -> None:
         by_token: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
@@ -124,4 +173,5 @@ class SendStarter:
             if work.item.id in allowed:
                 self.ready.put(work)
             else:
+                self._unadmit(work)
                 self._release(work)

@@ -47,6 +47,24 @@ IDLE_CHECK_SECONDS = 20.0
 SEND_TIMEOUTS = 3
 
 
+class StartMissed(Exception):
+    """A rate slot's start window passed before the mail could start: nothing was sent."""
+
+
+_PAUSE = threading.Event()  # never set: waits that hold on hosts whose clock is skewed (unlike time.sleep)
+
+
+def wait_for_window(window: tuple[float, float] | None) -> None:
+    """Wait for a rate slot's window (time.monotonic() bounds) to open; StartMissed if it has closed."""
+    if window is None:
+        return
+    start, end = window
+    while (delay := start - time.monotonic()) > 0:
+        _PAUSE.wait(delay)
+    if time.monotonic() > end:
+        raise StartMissed
+
+
 @dataclass(frozen=True)
 class Delivery:
     outcome: str
@@ -74,6 +92,7 @@ class ServiceConfig:
     backend_options: dict
     from_email: str
     version: str
+    max_connections: int = 20
 
     @classmethod
     def from_service(cls, service: EmailService) -> ServiceConfig:
@@ -91,6 +110,7 @@ class ServiceConfig:
             backend_options=dict(service.backend_options or {}),
             from_email=service.from_email,
             version=service.updated_at.isoformat() if service.updated_at else "",
+            max_connections=max(1, service.max_connections),
         )
 
     def __repr__(self) -> str:  # never print the password
@@ -117,10 +137,18 @@ class SmtpTransport:
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
         self._deadline: float | None = None
+        self._window: tuple[float, float] | None = None
 
-    def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
-        """Send one mail; with a deadline (time.monotonic()), every socket wait ends by then."""
+    def send(
+        self, mail: RenderedMail, *, deadline: float | None = None, window: tuple[float, float] | None = None
+    ) -> Delivery:
+        """Send one mail; with a deadline (time.monotonic()), every socket wait ends by then.
+
+        With a ``window``, MAIL FROM goes out inside it (the connection is opened
+        before waiting), or nothing goes out and StartMissed is raised.
+        """
         self._deadline = deadline
+        self._window = window
         reused = self._smtp is not None
         try:
             self._ensure_open()
@@ -210,6 +238,7 @@ class SmtpTransport:
     def _transaction(self, mail: RenderedMail) -> Delivery:
         smtp = self._smtp
         assert smtp is not None
+        wait_for_window(self._window)
         self._last_used = time.monotonic()
         try:
             mail_reply, rcpt_reply, data_reply = self._envelope(smtp, mail, self._arm)
@@ -314,9 +343,12 @@ class BackendTransport:
         self.config = config
         self._backend = None
 
-    def send(self, mail: RenderedMail, *, deadline: float | None = None) -> Delivery:
+    def send(
+        self, mail: RenderedMail, *, deadline: float | None = None, window: tuple[float, float] | None = None
+    ) -> Delivery:
         if deadline is None:
             deadline = time.monotonic() + SEND_TIMEOUTS * self.config.timeout
+        wait_for_window(window)
         call = _BackendCall(self, self._backend, mail)
         self._backend = None  # the call owns it until it hands it back
         finished = call.wait(deadline - time.monotonic())

@@ -4,10 +4,12 @@ Threads, each with one job:
 
 - the main thread claims (short transactions) and hands the claimed
   subtasks to the senders; it also keeps the heartbeat;
-- N sender threads build each mail and talk SMTP, each keeping one open
-  connection per service; they never touch the database themselves;
+- N sender threads build each mail and talk SMTP over the process's pooled
+  connections (queues.scheduler.pool: at most a service's max_connections);
+  they never touch the database themselves;
 - one starter thread marks claimed subtasks processing a few at a time,
-  just before the senders take them up (queues.scheduler.starter);
+  just before the senders take them up, once their service has a connection
+  free and their rate slot is near (queues.scheduler.starter, .slots);
 - one recorder thread writes outcomes in batches.
 
 SIGTERM/SIGINT stop the claiming; the sends in flight finish and are
@@ -58,6 +60,8 @@ from queues.scheduler.claim import (
 )
 from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_task, render_mail
 from queues.scheduler.outcomes import DATA_ERRORS, OutcomeRecorder, RecordSummary, SendResult
+from queues.scheduler.pool import ConnectionPools
+from queues.scheduler.slots import SLOT_WINDOW_SECONDS, DbClock
 from queues.scheduler.starter import SendStarter
 from queues.scheduler.transports import (
     PERMANENT,
@@ -65,7 +69,7 @@ from queues.scheduler.transports import (
     TRANSIENT,
     Delivery,
     ServiceConfig,
-    open_transport,
+    StartMissed,
 )
 from queues.services import task_fail
 from queues.templates import TemplateError
@@ -79,6 +83,9 @@ IDLE_TICK_SECONDS = 0.5  # idle sleeps re-read the configuration this often
 # rate-limited service stays reserved until its send is recorded.
 RECORD_WAIT_SECONDS = 0.02
 TASK_CACHE_SECONDS = 60.0
+# A rate slot's mail goes to a sender this long before its slot: time to mark it
+# processing and hand it over (the sender then waits for the slot itself).
+SLOT_LEAD_SECONDS = 0.05
 DB_ERRORS = (OperationalError, InterfaceError)
 
 
@@ -94,16 +101,16 @@ class WorkItem:
     rate: float
     service_failures: int
     task: CompiledTask
-    must_start_by: float | None  # monotonic deadline (rate-limited services' lease)
     budget: float  # seconds the whole send may take
-    lease: dt.datetime | None = None  # the rate-limited service's lease, ended if the mail is given back
+    # A rate-limited service's slot: MAIL FROM goes out within these time.monotonic() bounds, or not at all.
+    window: tuple[float, float] | None = None
+    admitted: bool = False  # holds a connection permit of its service
 
 
 @dataclass
 class Release:
     item: ClaimedSubTask
     token: uuid.UUID
-    lease: dt.datetime | None
 
 
 @dataclass
@@ -128,13 +135,14 @@ class Stats:
     retried: int = 0
     failed: int = 0
     released: int = 0
+    missed_slots: int = 0  # rate slots whose window passed before the send could start
 
 
 class SchedulerWorker:
     def __init__(
         self,
         *,
-        concurrency: int = 4,
+        concurrency: int = 64,
         once: bool = False,
         until_empty: bool = False,
         worker_id: str | None = None,
@@ -173,9 +181,17 @@ class SchedulerWorker:
         self._last_heartbeat = 0.0
         self._clock_offset = dt.timedelta(0)  # database's clock minus this host's
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
+        self._pools = ConnectionPools()
+        self._db_clock = DbClock()
         # Claimed work waits here, allocated, until the senders are about to take it up.
         self._starter = SendStarter(
-            ready=self._work, depth=2 * concurrency, release=self._release_unstarted, stopping=self._stopping.is_set
+            ready=self._work,
+            depth=2 * concurrency,
+            release=self._release_unstarted,
+            stopping=self._stopping.is_set,
+            admit=self._admit,
+            unadmit=self._unadmit,
+            not_before=lambda work: None if work.window is None else work.window[0] - SLOT_LEAD_SECONDS,
         )
         # Latency of successful claims (the ones that found work).
         self._claim_ms: deque[float] = deque(maxlen=100_000)
@@ -209,6 +225,7 @@ class SchedulerWorker:
                 self._work.put(None)
             for thread in senders:
                 thread.join()
+            self._pools.close_all()
             self._senders_done.set()
             recorder.join()
             if self.maintenance:
@@ -301,6 +318,8 @@ class SchedulerWorker:
                 metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
                 if claim.started_at is not None:
                     self._clock_offset = claim.started_at - host_now
+                    if claim.clock_sample is not None:
+                        self._db_clock.sample(claim.clock_sample[0], claim.started_at, claim.clock_sample[1])
                 self._claim_progress = time.monotonic()
                 db_failures = 0
                 if claim.status is ClaimStatus.CLAIMED:
@@ -395,25 +414,15 @@ class SchedulerWorker:
         tasks, broken = self._compiled_tasks({i.task_id for i in claim.items})
         services = self._service_configs(claim)
         rates = {sid: effective_rate(s, config["default_sending_rate"]) for sid, s in claim.services.items()}
-        claimed_at = time.monotonic()
         for item in claim.items:
-            lease = claim.leases.get(item.service_id)
             if item.task_id in broken:
                 # Recorded failed, not given back: a release would be claimed again at once, forever.
                 self._results.put(self._not_sent(item, claim.token, rates[item.service_id], broken[item.task_id]))
                 continue
             if item.task_id not in tasks or item.service_id not in services:
-                self._results.put(Release(item, claim.token, lease))
+                self._results.put(Release(item, claim.token))
                 continue
             service = services[item.service_id]
-            # A send may take three socket timeouts in all (never more: the
-            # transport cuts each wait to the deadline). Under a lease it must
-            # also start early enough to end before the lease does.
-            budget = SEND_TIMEOUTS * service.timeout
-            must_start_by = None
-            if lease is not None:
-                budget = min(budget, config["send_lease_seconds"] / 2)
-                must_start_by = claimed_at + config["send_lease_seconds"] - budget - 1
             with self._in_flight_lock:
                 self._unsent += 1
             self._starter.stage(
@@ -424,13 +433,32 @@ class SchedulerWorker:
                     rate=rates[item.service_id],
                     service_failures=claim.services[item.service_id].consecutive_failures,
                     task=tasks[item.task_id],
-                    must_start_by=must_start_by,
-                    budget=budget,
-                    lease=lease,
+                    # Three socket timeouts in all, never more: the transport cuts each wait to the deadline.
+                    budget=SEND_TIMEOUTS * service.timeout,
+                    window=self._slot_window(claim.slots.get(item.id)),
                 )
             )
         for task_id, reason in broken.items():
             task_fail(task_id=task_id, reason=reason)
+
+    def _slot_window(self, slot: dt.datetime | None) -> tuple[float, float] | None:
+        """A rate slot (database time) as time.monotonic() bounds, narrowed by the clock estimate's error."""
+        if slot is None:
+            return None
+        at = self._db_clock.monotonic_at(slot)
+        if at is None:
+            return (0.0, -1.0)  # no estimate of the database's clock: the slot cannot be kept
+        moment, error = at
+        return moment + error, moment + SLOT_WINDOW_SECONDS - error
+
+    def _admit(self, work: WorkItem) -> bool:
+        work.admitted = self._pools.try_acquire(work.service)
+        return work.admitted
+
+    def _unadmit(self, work: WorkItem) -> None:
+        if work.admitted:
+            work.admitted = False
+            self._pools.release(work.service.id)
 
     @staticmethod
     def _not_sent(item: ClaimedSubTask, token: uuid.UUID, rate: float, reason: str) -> SendResult:
@@ -446,7 +474,8 @@ class SchedulerWorker:
 
     def _release_unstarted(self, work: WorkItem) -> None:
         """Give back claimed work that no sender took up (task paused or cancelled, claim lost, stopping)."""
-        self._results.put(Release(work.item, work.token, work.lease))
+        self._unadmit(work)
+        self._results.put(Release(work.item, work.token))
         with self._in_flight_lock:
             self._unsent -= 1
             self._in_flight_lock.notify_all()
@@ -567,37 +596,29 @@ class SchedulerWorker:
     # --- sender threads ---------------------------------------------------------
 
     def _sender_loop(self) -> None:
-        transports: dict[uuid.UUID, object] = {}
-        try:
-            while True:
-                work = self._work.get()
-                if work is None:
-                    return
-                self._starter.wake()
-                late = work.must_start_by is not None and time.monotonic() > work.must_start_by
-                if late or self._stopping.is_set():
-                    # Not started: give it back (stopping finishes only the sends under way).
-                    self._results.put(Release(work.item, work.token, None))
-                else:
-                    self._results.put(self._send(work, transports))
-                with self._in_flight_lock:
-                    self._unsent -= 1
-                    self._in_flight_lock.notify_all()
-        finally:
-            for transport in transports.values():
-                transport.close()
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            self._starter.wake()
+            if self._stopping.is_set():
+                # Not started: give it back (stopping finishes only the sends under way).
+                self._unadmit(work)
+                self._results.put(Release(work.item, work.token))
+            else:
+                self._results.put(self._send(work))
+                self._unadmit(work)  # not sent at all (the mail could not be rendered)
+                self._starter.wake()  # its connection is free again
+            with self._in_flight_lock:
+                self._unsent -= 1
+                self._in_flight_lock.notify_all()
 
     def _now(self) -> dt.datetime:
         """The host's clock corrected to the database's (as measured at the last claim), for recorded moments."""
         return timezone.now() + self._clock_offset
 
-    def _send(self, work: WorkItem, transports: dict) -> SendResult:
+    def _send(self, work: WorkItem) -> SendResult | Release:
         started_at = self._now()
-        transport = transports.get(work.service.id)
-        if transport is None or transport.config.version != work.service.version:
-            if transport is not None:
-                transport.close()
-            transport = transports[work.service.id] = open_transport(work.service)
         try:
             mail = render_mail(work.task, work.item, work.service.from_email, work.item.message_id)
         except UnsendableAddress as exc:  # no retry can change the address
@@ -608,11 +629,20 @@ class SchedulerWorker:
                 PERMANENT, None, f"cannot render the mail for this recipient: {type(exc).__name__}: {exc}"
             )
         else:
+            transport = self._pools.checkout(work.service)
             try:
-                delivery = transport.send(mail, deadline=time.monotonic() + work.budget)
+                delivery = transport.send(mail, deadline=time.monotonic() + work.budget, window=work.window)
+            except StartMissed:
+                # Its rate slot passed (the process was too busy): nothing went out, the mail goes back.
+                self.stats.missed_slots += 1
+                metrics.RATE_SLOTS_MISSED.inc()
+                return Release(work.item, work.token)
             except Exception as exc:  # a bug must fail this mail, not the worker
                 logger.exception("send failed unexpectedly", extra={"subtask": str(work.item.id)})
                 delivery = Delivery(TRANSIENT, None, f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                work.admitted = False  # the permit goes back with the connection
+                self._pools.checkin(transport)
         finished_at = self._now()
         metrics.SEND_SECONDS.labels(delivery.outcome).observe((finished_at - started_at).total_seconds())
         return SendResult(
@@ -624,7 +654,6 @@ class SchedulerWorker:
             rate=work.rate,
             service_failures=work.service_failures,
             timeout=work.service.timeout,
-            lease=work.lease,
         )
 
     # --- recorder thread --------------------------------------------------------------
@@ -759,10 +788,9 @@ class SchedulerWorker:
         for token, group in by_token.items():
             if token in batch.released:
                 continue
-            leases = {r.item.service_id: r.lease for r in group if r.lease is not None}
             try:
                 self.stats.released += claims_release(
-                    token=token, ids=[r.item.id for r in group], leases=leases, quota_timezone=config["quota_timezone"]
+                    token=token, ids=[r.item.id for r in group], quota_timezone=config["quota_timezone"]
                 )
             except DB_ERRORS:
                 raise
@@ -791,6 +819,7 @@ class SchedulerWorker:
             "retried": self.stats.retried,
             "failed": self.stats.failed,
             "released": self.stats.released,
+            "missed_slots": self.stats.missed_slots,
             "claims": len(latencies),
             "claim_ms_p50": pct(50),
             "claim_ms_p99": pct(99),

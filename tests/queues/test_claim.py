@@ -7,11 +7,13 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from config.services import get_config_by_category
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_release, claims_start, quota_day
+from queues.scheduler.slots import SLOT_WINDOW_SECONDS, slots_per_claim
 from queues.services import task_cancel, task_create, task_pause
 
 
@@ -169,20 +171,36 @@ def test_the_quota_day_follows_the_configured_time_zone():
     assert quota_day(instant, "America/Los_Angeles") == dt.date(2026, 3, 1)
 
 
-def test_a_rate_limited_service_takes_one_slot_and_stays_leased(email_service_factory, user, queue_config):
-    queue_config(send_lease_seconds=60)
+def test_a_rate_limited_service_hands_out_slots_a_rate_apart_up_to_a_second_ahead(email_service_factory, user):
+    service = email_service_factory(sending_rate=0.25)
+    make_task(user, 10)
+
+    first = claim(10)
+
+    spacing = dt.timedelta(seconds=0.25 + SLOT_WINDOW_SECONDS)
+    assert len(first.items) == slots_per_claim(0.25) == 3
+    starts = [first.slots[i.id] for i in first.items]
+    assert starts == [first.started_at + k * spacing for k in range(3)]
+    service.refresh_from_db()
+    # The next free moment is past the last slot: no other claim can start closer.
+    assert service.next_available_at == starts[-1] + spacing
+    assert claim(10).status is ClaimStatus.NO_SERVICE
+
+
+def test_the_next_claim_starts_where_the_last_slots_end(email_service_factory, user):
     service = email_service_factory(sending_rate=2.0)
     make_task(user, 5)
-
     first = claim(5)
-
-    assert len(first.items) == 1
+    assert len(first.items) == 1  # a rate longer than the horizon: one slot per claim
+    EmailService.objects.filter(pk=service.pk).update(
+        next_available_at=F("next_available_at") - dt.timedelta(seconds=2.003)
+    )
     service.refresh_from_db()
-    assert service.next_available_at == first.leases[service.pk]
-    # The lease covers the send's window and then the rate: a worker dying
-    # between its send and the record cannot free the service sooner.
-    assert service.next_available_at - first.started_at == dt.timedelta(seconds=62)
-    assert claim(5).status is ClaimStatus.NO_SERVICE
+    free_at = service.next_available_at
+
+    second = claim(5)
+
+    assert [second.slots[i.id] for i in second.items] == [max(free_at, second.started_at)]
 
 
 def test_the_default_sending_rate_applies_when_a_service_has_none(email_service_factory, user, queue_config):
@@ -204,25 +222,27 @@ def test_start_lets_through_only_runnable_tasks_and_release_gives_the_rest_back(
 
     assert {SubTask.objects.get(pk=i).task_id for i in allowed} == {keep.pk}
     refused = [i.id for i in result.items if i.id not in allowed]
-    assert claims_release(token=result.token, ids=refused, leases={}, quota_timezone="UTC") == 2
+    assert claims_release(token=result.token, ids=refused, quota_timezone="UTC") == 2
     assert paused.subtasks.get().status == "pending"
     assert cancelled.subtasks.get().status == "cancelled"
     service.refresh_from_db()
     assert service.used_quota == 1  # refunded
     # A release with a token that no longer holds the rows changes nothing.
-    assert claims_release(token=uuid.uuid4(), ids=list(allowed), leases={}, quota_timezone="UTC") == 0
+    assert claims_release(token=uuid.uuid4(), ids=list(allowed), quota_timezone="UTC") == 0
 
 
-def test_release_ends_only_its_own_lease(email_service_factory, user, queue_config):
-    service = email_service_factory(sending_rate=30)
-    make_task(user, 1)
-    result = claim(1)
-
-    claims_release(token=result.token, ids=[result.items[0].id], leases=result.leases, quota_timezone="UTC")
-
+def test_a_release_leaves_the_services_slots_as_they_are(email_service_factory, user):
+    service = email_service_factory(sending_rate=0.1)
+    make_task(user, 5)
+    result = claim(5)
     service.refresh_from_db()
-    assert service.next_available_at <= timezone.now()
-    assert claim(1).status is ClaimStatus.CLAIMED
+    free_at = service.next_available_at
+
+    claims_release(token=result.token, ids=[result.items[-1].id], quota_timezone="UTC")
+
+    # An earlier slot of the claim may have started: the next one must still keep its distance.
+    service.refresh_from_db()
+    assert service.next_available_at == free_at
 
 
 # --- index use on PostgreSQL ---------------------------------------------------

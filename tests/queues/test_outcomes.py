@@ -44,7 +44,6 @@ def result(claim, item, delivery: Delivery, *, ms: int = 40, rate: float = 0.0, 
         finished_at=finished,
         rate=rate,
         service_failures=failures,
-        lease=claim.leases.get(item.service_id),
     )
 
 
@@ -240,15 +239,6 @@ def test_recipient_failures_do_not_count_against_the_service(service, user, queu
     assert (service.consecutive_failures, service.backoff_level, service.total_failed) == (0, 0, 2)
     assert service.success_rate == Decimal("0.00")
     assert not Alert.objects.exists()
-
-
-def test_a_rate_limited_service_is_free_sending_rate_seconds_after_the_record(email_service_factory, user):
-    service = email_service_factory(sending_rate=3)
-    claim = claimed(user, 1)
-    before = timezone.now()
-    record([result(claim, claim.items[0], OK, rate=3)])
-    service.refresh_from_db()
-    assert before + dt.timedelta(seconds=3) <= service.next_available_at <= timezone.now() + dt.timedelta(seconds=3)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ def claim(owner, n: int):
 
 def release(claimed) -> int:
     return claims_release(
-        token=claimed.token, ids=[i.id for i in claimed.items], leases=claimed.leases, quota_timezone="UTC"
+        token=claimed.token, ids=[i.id for i in claimed.items], quota_timezone="UTC"
     )
 
 

@@ -120,7 +120,7 @@ def test_a_give_back_failing_once_after_the_record_committed_records_the_batch_o
     refuse("subtasks", "OLD.status = 'allocated' AND NEW.status = 'pending'", "57P01", once=True)
     worker._in_flight = 2
     worker._results.put(result(claimed, sent, OK))
-    worker._results.put(Release(unsent, claimed.token, None))
+    worker._results.put(Release(unsent, claimed.token))
     worker._senders_done.set()
 
     worker._recorder_loop()

@@ -334,41 +334,17 @@ def test_a_claim_from_yesterday_refunds_nothing_from_today(email_service_factory
     assert service.used_quota == 4
 
 
-def test_a_dead_workers_lease_on_a_rate_limited_service_ends_with_recovery(email_service_factory, user):
+def test_recovery_leaves_a_dead_workers_rate_slots_as_they_are(email_service_factory, user):
+    # Slots are at most a second ahead, and one of them may have started: the
+    # service's next free moment stays past the last one handed out.
     service = email_service_factory(sending_rate=5.0)
-    beat("w-dead", 60)
-    claim = claimed(user)
-    service.refresh_from_db()
-    assert service.next_available_at == claim.leases[service.pk]  # leased until send_lease_seconds
-
-    recovery = FailureRecoveryService()
-    recovery.run()
-
-    service.refresh_from_db()
-    assert service.next_available_at == recovery.now  # never started: free at once
-
-
-def test_a_dead_workers_lease_ends_one_rate_after_its_send_could_have_ended(email_service_factory, user):
-    service = email_service_factory(sending_rate=5.0, timeout=10.0)
     beat("w-dead", 60)
     claimed(user, start=True)
-    last_update = timezone.now() - dt.timedelta(seconds=12)
-    SubTask.objects.update(updated_at=last_update)
+    service.refresh_from_db()
+    free_at = service.next_available_at
+    SubTask.objects.update(updated_at=timezone.now() - dt.timedelta(seconds=3600))
 
-    FailureRecoveryService().run()
+    assert FailureRecoveryService().run().counts
 
     service.refresh_from_db()
-    assert service.next_available_at == last_update + dt.timedelta(seconds=3 * 10.0 + 5.0)
-
-
-def test_a_lease_taken_since_by_another_claim_is_left_alone(email_service_factory, user):
-    service = email_service_factory(sending_rate=5.0)
-    beat("w-dead", 60)
-    claimed(user)
-    later = timezone.now() + dt.timedelta(seconds=300)
-    EmailService.objects.filter(pk=service.pk).update(next_available_at=later)
-
-    FailureRecoveryService().run()
-
-    service.refresh_from_db()
-    assert service.next_available_at == later
+    assert service.next_available_at == free_at

@@ -31,7 +31,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--concurrency", type=positive_int, default=4, help="sends in flight at once in this process (default 4)"
+            "--concurrency", type=positive_int, default=64, help="sender threads of this process (default 64); each service also caps its connections (max_connections)"
         )
         parser.add_argument("--once", action="store_true", help="one pass: claim one batch, send it, record, exit")
         parser.add_argument("--until-empty", action="store_true", help="exit when no work is left")

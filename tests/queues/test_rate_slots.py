@@ -1,16 +1,19 @@
-"""A rate-limited service's lease, its back-off, and the service's state at the moment a claimed mail starts."""
+"""Rate slots at claim and record, the process's clock estimate, and the service's state when a claimed mail starts."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
+import pytest
 from django.utils import timezone
 
 from config.services import get_config_by_category
 from queues.models import EmailService, SubTask
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult
-from queues.scheduler.transports import SENT, Delivery
+from queues.scheduler.slots import CLOCK_SAMPLE_SECONDS, SLOT_WINDOW_SECONDS, DbClock
+from queues.scheduler.transports import SENT, Delivery, StartMissed, wait_for_window
 from queues.services import service_set_enabled, task_create
 
 
@@ -24,7 +27,7 @@ def make_task(owner, n: int):
     )
 
 
-def sent(claim_, item) -> SendResult:
+def sent(claim_, item, rate: float = 1.0) -> SendResult:
     now = timezone.now()
     return SendResult(
         item=item,
@@ -32,8 +35,7 @@ def sent(claim_, item) -> SendResult:
         delivery=Delivery(SENT, 250, "ok"),
         started_at=now,
         finished_at=now,
-        rate=1.0,
-        lease=claim_.leases.get(item.service_id),
+        rate=rate,
     )
 
 
@@ -43,47 +45,68 @@ def record(results: list[SendResult]) -> None:
     recorder.finish(recorder.record(results, queue_config=config), queue_config=config)
 
 
-def test_a_late_record_leaves_the_lease_of_a_later_claim_alone(email_service_factory, user, queue_config):
-    queue_config(send_lease_seconds=30)
-    service = email_service_factory(sending_rate=1.0)
-    make_task(user, 2)
-    first = claim()
-    # The first worker stalls past its lease; another worker claims the service.
-    EmailService.objects.filter(pk=service.pk).update(next_available_at=timezone.now() - dt.timedelta(seconds=1))
-    second = claim()
-    assert second.items and second.leases[service.pk] != first.leases[service.pk]
+def test_a_record_leaves_the_slots_handed_out_since_alone(email_service_factory, user):
+    service = email_service_factory(sending_rate=0.2)
+    make_task(user, 8)
+    first = claim(4)
+    second_free = timezone.now() + dt.timedelta(seconds=5)  # as if another claim took later slots
+    EmailService.objects.filter(pk=service.pk).update(next_available_at=second_free)
 
-    record([sent(first, first.items[0])])
+    record([sent(first, item, rate=0.2) for item in first.items])
 
     service.refresh_from_db()
-    assert service.next_available_at == second.leases[service.pk]  # still held for the second claim's send
-    assert SubTask.objects.get(pk=first.items[0].id).status == "sent"
+    assert service.next_available_at == second_free
+    assert set(SubTask.objects.filter(pk__in=[i.id for i in first.items]).values_list("status", flat=True)) == {"sent"}
 
 
-def test_a_record_ends_its_own_lease_at_the_services_current_rate(email_service_factory, user):
-    service = email_service_factory(sending_rate=1.0)
+def test_mail_claimed_unspaced_spaces_the_next_send_once_the_service_has_a_rate(email_service_factory, user):
+    service = email_service_factory(sending_rate=0)
     make_task(user, 1)
     taken = claim()
-    EmailService.objects.filter(pk=service.pk).update(sending_rate=30.0)  # raised while the mail was out
+    EmailService.objects.filter(pk=service.pk).update(sending_rate=30.0)  # set while the mail was out
     before = timezone.now()
 
-    record([sent(taken, taken.items[0])])
+    record([sent(taken, taken.items[0], rate=0)])
 
     service.refresh_from_db()
     assert before + dt.timedelta(seconds=30) <= service.next_available_at <= timezone.now() + dt.timedelta(seconds=30)
 
 
-def test_a_lease_outlasts_a_sending_rate_longer_than_the_lease(email_service_factory, user, queue_config):
-    # If the worker dies between the send and the record, the service is free
-    # at the lease's end: that must not come sooner than sending_rate after the send.
-    queue_config(send_lease_seconds=120)
+def test_a_rate_longer_than_the_horizon_takes_one_slot_and_holds_the_service_for_it(email_service_factory, user):
     service = email_service_factory(sending_rate=600.0)
-    make_task(user, 1)
+    make_task(user, 3)
 
-    taken = claim()
+    taken = claim(3)
 
+    assert len(taken.items) == 1
     service.refresh_from_db()
-    assert service.next_available_at - taken.started_at == dt.timedelta(seconds=720)
+    assert service.next_available_at - taken.started_at == dt.timedelta(seconds=600 + SLOT_WINDOW_SECONDS)
+
+
+def test_the_clock_estimate_keeps_its_most_precise_recent_sample():
+    now = [100.0]
+    clock = DbClock(clock=lambda: now[0])
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    clock.sample(10.0, base, 10.010)  # a slow round trip: +-5 ms
+    clock.sample(11.0, base + dt.timedelta(seconds=1.0004), 11.0002)  # +-0.1 ms
+    clock.sample(12.0, base + dt.timedelta(seconds=2), 12.020)  # slower again: not taken
+    now[0] = 11.0001
+
+    moment, error = clock.monotonic_at(base + dt.timedelta(seconds=5))
+
+    assert abs(moment - (11.0001 + 5 - 1.0004)) < 1e-6
+    assert error < 0.0002
+    now[0] = 11.0 + CLOCK_SAMPLE_SECONDS + 1  # too old: the next sample replaces it whatever its error
+    clock.sample(now[0], base + dt.timedelta(seconds=30), now[0] + 0.020)
+    assert clock.monotonic_at(base + dt.timedelta(seconds=30))[1] >= 0.0099
+
+
+def test_a_send_waits_for_its_window_and_refuses_to_start_after_it():
+    start = time.monotonic() + 0.05
+    wait_for_window((start, start + 1))
+    assert time.monotonic() >= start
+    with pytest.raises(StartMissed):
+        wait_for_window((time.monotonic() - 1, time.monotonic() - 0.5))
 
 
 def test_mail_claimed_through_a_service_disabled_since_is_not_started(email_service_factory, user):
@@ -120,14 +143,14 @@ def test_mail_claimed_under_unchanged_settings_starts(email_service_factory, use
     assert set(SubTask.objects.values_list("status", flat=True)) == {"processing"}
 
 
-def test_a_claim_leases_no_more_rate_limited_services_than_the_worker_can_send_through(email_service_factory, user):
+def test_a_claim_takes_no_more_rate_slots_than_the_worker_can_send_through(email_service_factory, user):
     services = [email_service_factory(sending_rate=1.0) for _ in range(3)]
     make_task(user, 5)
     config = get_config_by_category("queue")
 
     taken = claim_subtasks(worker_id="w", limit=5, queue_config=config, max_leases=1)
 
-    assert len(taken.items) == 1 and len(taken.leases) == 1
+    assert len(taken.items) == 1 and len(taken.slots) == 1
     leased = EmailService.objects.filter(pk__in=[s.pk for s in services], next_available_at__gt=timezone.now())
     assert leased.count() == 1  # the other two stay free for other workers
     busy = claim_subtasks(worker_id="w", limit=5, queue_config=config, max_leases=0)
@@ -141,4 +164,4 @@ def test_a_busy_worker_still_claims_in_bulk_through_a_service_without_a_rate(ema
 
     taken = claim_subtasks(worker_id="w", limit=5, queue_config=get_config_by_category("queue"), max_leases=0)
 
-    assert len(taken.items) == 5 and taken.leases == {}
+    assert len(taken.items) == 5 and taken.slots == {}
