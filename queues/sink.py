@@ -50,6 +50,7 @@ class _Handler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.started_at = time.time()
+        self.sink.attribute(server, address)
         return "250 OK"
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
@@ -130,6 +131,7 @@ class _SinkSMTP(SMTP):
 
     def connection_lost(self, error) -> None:
         self._sink.connections.discard(self.transport)
+        self._sink.detach(self)
         super().connection_lost(error)
 
 
@@ -161,6 +163,10 @@ class SmtpSink:
         self.lock = threading.Lock()
         self.connections: set = set()  # open now
         self.opened = 0  # connections accepted since the sink was made
+        # Open connections per sender (a connection counts for the MAIL FROM of
+        # its first mail), and the most seen at once: a service's connections.
+        self.open_by_sender: dict[str, int] = {}
+        self.peak_by_sender: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -218,6 +224,20 @@ class SmtpSink:
             and self.credentials.get(auth_data.login.decode()) == auth_data.password.decode()
         )
         return AuthResult(success=ok, handled=False)
+
+    def attribute(self, protocol, sender: str) -> None:
+        if getattr(protocol, "edm_sender", None) is not None:
+            return
+        protocol.edm_sender = sender
+        with self.lock:
+            now_open = self.open_by_sender[sender] = self.open_by_sender.get(sender, 0) + 1
+            self.peak_by_sender[sender] = max(self.peak_by_sender.get(sender, 0), now_open)
+
+    def detach(self, protocol) -> None:
+        sender = getattr(protocol, "edm_sender", None)
+        if sender is not None:
+            with self.lock:
+                self.open_by_sender[sender] -= 1
 
     def snapshot(self) -> list[SinkRecord]:
         with self.lock:

@@ -131,6 +131,7 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict, max_leases
     worker can start on time only wastes it.
     """
     # Every moment a claim writes or compares is the database's: hosts' clocks may differ.
+    connection.ensure_connection()  # a connect inside the sample would blur the clock estimate
     before = time.monotonic()
     started_at = db_now()
     clock_sample = (before, time.monotonic())
@@ -359,7 +360,8 @@ def _reserve(
         next_free = None
         rate = effective_rate(service, default_rate)
         if rate > 0:
-            first = max(started_at, service.next_available_at or started_at)
+            soonest = started_at + dt.timedelta(seconds=rate_slots.SLOT_LEAD_SECONDS)
+            first = max(soonest, service.next_available_at or soonest)
             starts, next_free = rate_slots.plan(first, rate, len(taken))
             claim.slots.update((p[1], at) for p, at in zip(taken, starts, strict=True))
         charges.append((service.id, len(taken), next_free))

@@ -30,6 +30,9 @@ SLOT_WINDOW_SECONDS = 0.003
 # busy while the next claim runs, little enough that a paused task or a dead
 # worker wastes at most this much of the service's time.
 SLOT_HORIZON_SECONDS = 1.0
+# A claim's first slot is at least this far ahead: time to hand the mail to a
+# sender, mark it processing and open a connection before the window opens.
+SLOT_LEAD_SECONDS = 0.15
 # Clock samples older than this are not trusted for slot timing (clock drift).
 CLOCK_SAMPLE_SECONDS = 10.0
 

@@ -61,8 +61,8 @@ def wait_for_window(window: tuple[float, float] | None) -> None:
     start, end = window
     while (delay := start - time.monotonic()) > 0:
         _PAUSE.wait(delay)
-    if time.monotonic() > end:
-        raise StartMissed
+    if (late := time.monotonic() - end) > 0:
+        raise StartMissed(f"{late * 1000:.1f} ms after the window closed")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from django.utils import timezone
 from config.services import get_config_by_category
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_release, claims_start, quota_day
-from queues.scheduler.slots import SLOT_WINDOW_SECONDS, slots_per_claim
+from queues.scheduler.slots import SLOT_LEAD_SECONDS, SLOT_WINDOW_SECONDS, slots_per_claim
 from queues.services import task_cancel, task_create, task_pause
 
 
@@ -180,7 +180,8 @@ def test_a_rate_limited_service_hands_out_slots_a_rate_apart_up_to_a_second_ahea
     spacing = dt.timedelta(seconds=0.25 + SLOT_WINDOW_SECONDS)
     assert len(first.items) == slots_per_claim(0.25) == 3
     starts = [first.slots[i.id] for i in first.items]
-    assert starts == [first.started_at + k * spacing for k in range(3)]
+    lead = dt.timedelta(seconds=SLOT_LEAD_SECONDS)  # time to reach a sender and connect
+    assert starts == [first.started_at + lead + k * spacing for k in range(3)]
     service.refresh_from_db()
     # The next free moment is past the last slot: no other claim can start closer.
     assert service.next_available_at == starts[-1] + spacing
@@ -193,14 +194,15 @@ def test_the_next_claim_starts_where_the_last_slots_end(email_service_factory, u
     first = claim(5)
     assert len(first.items) == 1  # a rate longer than the horizon: one slot per claim
     EmailService.objects.filter(pk=service.pk).update(
-        next_available_at=F("next_available_at") - dt.timedelta(seconds=2.003)
+        next_available_at=F("next_available_at") - dt.timedelta(seconds=2.5)
     )
     service.refresh_from_db()
     free_at = service.next_available_at
 
     second = claim(5)
 
-    assert [second.slots[i.id] for i in second.items] == [max(free_at, second.started_at)]
+    soonest = second.started_at + dt.timedelta(seconds=SLOT_LEAD_SECONDS)
+    assert [second.slots[i.id] for i in second.items] == [max(free_at, soonest)]
 
 
 def test_the_default_sending_rate_applies_when_a_service_has_none(email_service_factory, user, queue_config):

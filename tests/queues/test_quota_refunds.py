@@ -18,9 +18,7 @@ def claim(owner, n: int):
 
 
 def release(claimed) -> int:
-    return claims_release(
-        token=claimed.token, ids=[i.id for i in claimed.items], quota_timezone="UTC"
-    )
+    return claims_release(token=claimed.token, ids=[i.id for i in claimed.items], quota_timezone="UTC")
 
 
 def test_a_release_refunds_the_claims_charge_once(email_service_factory, user):

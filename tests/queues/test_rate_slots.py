@@ -12,7 +12,7 @@ from config.services import get_config_by_category
 from queues.models import EmailService, SubTask
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult
-from queues.scheduler.slots import CLOCK_SAMPLE_SECONDS, SLOT_WINDOW_SECONDS, DbClock
+from queues.scheduler.slots import CLOCK_SAMPLE_SECONDS, SLOT_LEAD_SECONDS, SLOT_WINDOW_SECONDS, DbClock
 from queues.scheduler.transports import SENT, Delivery, StartMissed, wait_for_window
 from queues.services import service_set_enabled, task_create
 
@@ -80,7 +80,8 @@ def test_a_rate_longer_than_the_horizon_takes_one_slot_and_holds_the_service_for
 
     assert len(taken.items) == 1
     service.refresh_from_db()
-    assert service.next_available_at - taken.started_at == dt.timedelta(seconds=600 + SLOT_WINDOW_SECONDS)
+    held = dt.timedelta(seconds=SLOT_LEAD_SECONDS + 600 + SLOT_WINDOW_SECONDS)
+    assert service.next_available_at - taken.started_at == held
 
 
 def test_the_clock_estimate_keeps_its_most_precise_recent_sample():
