@@ -194,27 +194,42 @@ def _nothing_ready(unlocked_rows, status: ClaimStatus) -> ClaimStatus:
 def _plan_slots(
     services: list[ReadyService], limit: int, today: dt.date, default_rate: float, max_leases: int | None = None
 ) -> list[tuple[ReadyService, int]]:
-    slots = []
+    """How many of the claim's mails go through each service, in the services' order.
+
+    A rate-limited service takes its next slots, ``sending_rate`` apart. Mail
+    for services without a rate is spread evenly over them (then topped up
+    where quota is short): a whole batch on one service would wait for that
+    service's connections while the others stand idle.
+    """
+    plan: dict[uuid.UUID, int] = {}
     left = limit
     leases_left = limit if max_leases is None else max_leases
+    unlimited = []
     for service in services:
         quota_left = service.daily_quota - used_on(service, today)
-        if quota_left <= 0:
+        if quota_left <= 0 or left <= 0:
             continue
-        # A rate-limited service takes its next slots, sending_rate apart.
         rate = effective_rate(service, default_rate)
         if rate > 0:
-            if leases_left <= 0:
-                continue
             n = min(quota_left, left, leases_left, rate_slots.slots_per_claim(rate))
+            if n <= 0:
+                continue
             leases_left -= n
+            plan[service.id] = n
+            left -= n
         else:
-            n = min(quota_left, left)
-        slots.append((service, n))
-        left -= n
-        if left == 0:
-            break
-    return slots
+            unlimited.append((service, quota_left))
+    if unlimited and left > 0:
+        share = math.ceil(left / len(unlimited))
+        for service, quota_left in unlimited:
+            n = min(quota_left, share, left)
+            plan[service.id] = n
+            left -= n
+        for service, quota_left in unlimited:  # what a service short of quota could not take
+            extra = min(quota_left - plan[service.id], left)
+            plan[service.id] += extra
+            left -= extra
+    return [(service, plan[service.id]) for service in services if plan.get(service.id)]
 
 
 def _pick(n: int, now: dt.datetime) -> tuple[list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]], list[uuid.UUID]]:

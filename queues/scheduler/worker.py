@@ -144,7 +144,7 @@ class SchedulerWorker:
     def __init__(
         self,
         *,
-        concurrency: int = 64,
+        concurrency: int = 128,
         once: bool = False,
         until_empty: bool = False,
         worker_id: str | None = None,

@@ -33,8 +33,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=positive_int,
-            default=64,
-            help="sender threads of this process (default 64); each service's max_connections caps its own sends",
+            default=128,
+            help="sender threads of this process (default 128); each service's max_connections caps its own sends",
         )
         parser.add_argument("--once", action="store_true", help="one pass: claim one batch, send it, record, exit")
         parser.add_argument("--until-empty", action="store_true", help="exit when no work is left")
