@@ -34,7 +34,7 @@ import datetime as dt
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
@@ -119,14 +119,15 @@ def grant_lifetime() -> float:
 class ConnectionGrants:
     """This process's share of each service's max_connections, held in the database."""
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(self, worker_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.worker_id = worker_id
+        self.clock = clock  # the process's own clock, for valid_until
         self._valid_until = float("-inf")
         self._allowed: dict[uuid.UUID, int] = {}
 
     @property
     def valid_until(self) -> float:
-        """``time.monotonic()`` moment until which the last successful renewal holds.
+        """The ``clock`` moment (``time.monotonic()``) until which the last successful renewal holds.
 
         By then the process must have closed every connection unless a renewal
         has succeeded meanwhile: after it others may take its share.
@@ -147,7 +148,9 @@ class ConnectionGrants:
         are released. The result has every service of either dict: disabled or
         deleted services get 0. The process closes connections down to the
         result as they come back idle, and opens new ones only up to it, only
-        until ``valid_until``.
+        until ``valid_until``. It opens none while the renewal runs (``holding``
+        must stay an upper bound until it returns), and it closes all of them
+        when ``valid_until`` passes, even while a renewal is still waiting.
 
         Must not run inside another transaction (its locks would be held until
         that one ends). On a database error nothing is promised beyond the
@@ -156,7 +159,7 @@ class ConnectionGrants:
         recorded a lower bound).
         """
         lifetime = grant_lifetime()
-        started = time.monotonic()
+        started = self.clock()
         try:
             try:
                 allowed = self._renew(wanted, holding, lifetime)
@@ -194,11 +197,14 @@ class ConnectionGrants:
             allowed: dict[uuid.UUID, int] = {}
             keep: list[ServiceConnectionGrant] = []
             for service_id in sorted(set(wanted) | set(holding)):
-                held = max(0, holding.get(service_id, 0))
                 limit = capacity.get(service_id, 0)
                 live = [r for r in rows[service_id] if r.expires_at > now]
-                previous = next((r.connections for r in live if r.worker_id == self.worker_id), held)
-                me = Share(self.worker_id, previous, min(max(0, wanted.get(service_id, 0)), limit))
+                previous = next((r.connections for r in live if r.worker_id == self.worker_id), None)
+                # Without a live grant the process has closed every connection (by valid_until, before
+                # the grant expired), whatever it held when it called: a renewal that waited that long
+                # must not record connections that are gone as a bound others have to leave free.
+                held = max(0, holding.get(service_id, 0)) if previous is not None else 0
+                me = Share(self.worker_id, previous or 0, min(max(0, wanted.get(service_id, 0)), limit))
                 others = [Share(r.worker_id, r.connections, r.wanted) for r in live if r.worker_id != self.worker_id]
                 allowed[service_id] = allowed_connections(limit, me, others)
                 bound = max(allowed[service_id], held)
