@@ -9,6 +9,7 @@ from django.urls import reverse
 from edm.admin_actions import OneAtATimeDeleteAdmin, Result, apply_to_each
 from edm.admin_readonly import ReadOnlyAdmin, all_fields
 from edm.admin_saving import SaveChangedFieldsAdmin
+from edm.dbclock import db_now
 from queues.api.serializers import EmailServiceSerializer
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import (
@@ -79,6 +80,21 @@ class EmailServiceForm(forms.ModelForm):
         return cleaned
 
 
+# Written by the scheduler as it sends (the quota through the "Reset quota" action).
+SERVICE_STATISTICS = (
+    "used_quota",
+    "quota_date",
+    "last_sent_at",
+    "next_available_at",
+    "total_sent",
+    "total_failed",
+    "success_rate",
+    "avg_response_time",
+    "created_at",
+    "updated_at",
+)
+
+
 @admin.register(EmailService)
 class EmailServiceAdmin(OneAtATimeDeleteAdmin, SaveChangedFieldsAdmin):
     form = EmailServiceForm
@@ -97,27 +113,27 @@ class EmailServiceAdmin(OneAtATimeDeleteAdmin, SaveChangedFieldsAdmin):
     )
     list_filter = ("is_enabled", "transport", "security")
     search_fields = ("name", "host", "from_email", "username")
-    # Written by the scheduler as it sends (the quota through the "Reset quota" action).
-    readonly_fields = (
-        "used_quota",
-        "quota_date",
-        "last_sent_at",
-        "next_available_at",
-        "total_sent",
-        "total_failed",
-        "success_rate",
-        "avg_response_time",
-        "created_at",
-        "updated_at",
-    )
+    readonly_fields = (*SERVICE_STATISTICS, "connection_grants")
     fieldsets = (
         (None, {"fields": ("name", "from_email", "is_enabled")}),
         ("Transport", {"fields": ("transport", "host", "port", "security", "timeout", "username", "password")}),
         ("E-mail backend", {"fields": ("backend_path", "backend_options"), "classes": ("collapse",)}),
-        ("Limits", {"fields": ("sending_rate", "max_connections", "daily_quota")}),
-        ("Statistics", {"fields": readonly_fields}),
+        ("Limits", {"fields": ("sending_rate", "max_connections", "connection_grants", "daily_quota")}),
+        ("Statistics", {"fields": SERVICE_STATISTICS}),
     )
     actions = ("enable_services", "disable_services", "reset_quota")
+
+    @admin.display(description="Connection grants")
+    def connection_grants(self, obj: EmailService) -> str:
+        """Each scheduler process's share of max_connections (queues.scheduler.connections), as last renewed."""
+        if obj.pk is None:
+            return "-"
+        now = db_now()
+        grants = [
+            f"{g.worker_id}: {g.connections} (wants {g.wanted}){'' if g.expires_at > now else ', expired'}"
+            for g in obj.connection_grants.all()
+        ]
+        return "; ".join(grants) or "none"
 
     def save_model(self, request: HttpRequest, obj: EmailService, form: forms.ModelForm, change: bool) -> None:
         enable = "is_enabled" in form.changed_data and change

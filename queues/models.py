@@ -335,3 +335,37 @@ class MaintenanceRun(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ServiceConnectionGrant(models.Model):
+    """One scheduler process's share of a service's ``max_connections`` (queues.scheduler.connections).
+
+    ``connections`` is the most the process may have open to the service until
+    ``expires_at``: what it was allowed at its last renewal, or what it still
+    held then if that was more (busy connections close only as they come back
+    idle). A row past ``expires_at`` belongs to a process that has stopped
+    renewing; that process has closed its connections by then, so the row no
+    longer counts and the next renewal of the service deletes it.
+    """
+
+    service = models.ForeignKey(EmailService, on_delete=models.CASCADE, related_name="connection_grants")
+    worker_id = models.CharField(max_length=200)
+    connections = models.PositiveIntegerField(help_text="Most connections the process may have open.")
+    wanted = models.PositiveIntegerField(help_text="Connections the process could use at its last renewal.")
+    renewed_at = models.DateTimeField(help_text="Database time of the last renewal.")
+    expires_at = models.DateTimeField(help_text="Database time after which the grant no longer counts.")
+
+    class Meta:
+        db_table = "service_connection_grants"
+        ordering = ["service", "worker_id"]
+        constraints = [
+            # Also the index of a renewal's "grants of these services".
+            models.UniqueConstraint(fields=["service", "worker_id"], name="service_connection_grants_unique"),
+        ]
+        indexes = [
+            # A renewal's and release_all's "this process's grants": worker_id = %s.
+            models.Index(fields=["worker_id"], name="idx_connection_grants_worker"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker_id}: {self.connections} to {self.service_id}"
