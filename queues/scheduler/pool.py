@@ -13,6 +13,7 @@ as they come back.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from queues.scheduler.transports import ServiceConfig, open_transport
 class _ServicePool:
     allowed: int
     busy: int = 0  # permits out (a sender is or will be using a connection)
-    idle: list = field(default_factory=list)  # open transports nobody uses
+    idle: list = field(default_factory=list)  # (open transport nobody uses, since when: time.monotonic())
     waiting: int = 0  # mails waiting for a permit (demand, for the share)
 
 
@@ -65,7 +66,7 @@ class ConnectionPools:
         """An open transport of the service for a permit's holder (idle one, or a new one)."""
         with self._lock:
             pool = self._pool(service)
-            transport = pool.idle.pop() if pool.idle else None
+            transport = pool.idle.pop()[0] if pool.idle else None
         if transport is not None:
             if transport.config.version == service.version:
                 return transport
@@ -81,25 +82,45 @@ class ConnectionPools:
             if pool is not None and pool.busy > 0:
                 pool.busy -= 1
             if keep:
-                pool.idle.append(transport)
+                pool.idle.append((transport, time.monotonic()))
         if not keep:
             transport.close()
 
-    def set_waiting(self, waiting: dict[uuid.UUID, int]) -> None:
+    def set_waiting(self, waiting: dict[uuid.UUID, tuple[ServiceConfig, int]]) -> None:
+        """Mails waiting for a permit, per service: the demand ``demand()`` reports."""
         with self._lock:
+            for service, _ in waiting.values():
+                self._pool(service)
             for service_id, pool in self._pools.items():
-                pool.waiting = waiting.get(service_id, 0)
+                pool.waiting = waiting[service_id][1] if service_id in waiting else 0
 
     def demand(self) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, int]]:
-        """(connections wanted, connections open) per service, for the cross-process share."""
+        """(connections wanted, connections that may be open until the share changes) per service.
+
+        Wanted: what is busy, idle (kept open) or waiting, up to the cap. The
+        second figure is an upper bound while a renewal runs: senders may open
+        connections up to the current share meanwhile.
+        """
         with self._lock:
             wanted = {
-                sid: min(self._caps.get(sid, p.allowed), p.busy + p.waiting)
+                sid: min(self._caps.get(sid, p.allowed), p.busy + len(p.idle) + p.waiting)
                 for sid, p in self._pools.items()
-                if p.busy or p.waiting or p.idle
             }
-            holding = {sid: p.busy + len(p.idle) for sid, p in self._pools.items() if p.busy or p.idle}
+            holding = {sid: max(p.busy + len(p.idle), p.allowed) for sid, p in self._pools.items()}
+            for sid in [sid for sid in wanted if not wanted[sid] and not holding[sid]]:
+                del self._pools[sid]  # nothing wanted or held: released at this renewal
         return wanted, holding
+
+    def close_idle(self, older_than: float) -> None:
+        """Close connections idle for ``older_than`` seconds (relays drop them anyway; the share is freed)."""
+        cutoff = time.monotonic() - older_than
+        stale = []
+        with self._lock:
+            for pool in self._pools.values():
+                stale += [t for t, since in pool.idle if since < cutoff]
+                pool.idle = [(t, since) for t, since in pool.idle if since >= cutoff]
+        for transport in stale:
+            transport.close()
 
     def set_allowed(self, allowed: dict[uuid.UUID, int]) -> None:
         """The process's share changed: idle connections above it are closed now, busy ones on return."""
@@ -108,13 +129,19 @@ class ConnectionPools:
             for service_id, pool in self._pools.items():
                 pool.allowed = allowed.get(service_id, 0)
                 while pool.idle and pool.busy + len(pool.idle) > pool.allowed:
-                    surplus.append(pool.idle.pop())
+                    surplus.append(pool.idle.pop(0)[0])
         for transport in surplus:
             transport.close()
 
+    def freeze(self) -> None:
+        """No new connections until the share is known again (a renewal failed): keep only what is open."""
+        with self._lock:
+            for pool in self._pools.values():
+                pool.allowed = min(pool.allowed, pool.busy + len(pool.idle))
+
     def close_all(self) -> None:
         with self._lock:
-            idle = [t for pool in self._pools.values() for t in pool.idle]
+            idle = [t for pool in self._pools.values() for t, _ in pool.idle]
             for pool in self._pools.values():
                 pool.idle.clear()
         for transport in idle:

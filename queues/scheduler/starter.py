@@ -54,6 +54,7 @@ class SendStarter:
         admit: Callable[[Any], bool] = lambda work: True,
         unadmit: Callable[[Any], None] = lambda work: None,
         not_before: Callable[[Any], float | None] = lambda work: None,
+        service_of: Callable[[Any], Any] = lambda work: None,
     ) -> None:
         self.ready = ready
         self.depth = max(1, depth)
@@ -62,6 +63,7 @@ class SendStarter:
         self._admit = admit
         self._unadmit = unadmit
         self._not_before = not_before
+        self._service_of = service_of
         self._staged: deque[Any] = deque()
         self._changed = threading.Condition()
         self._closing = False
@@ -130,6 +132,7 @@ class SendStarter:
         batch: list[Any] = []
         keep: deque[Any] = deque()
         wait = 0.5
+        full: set[Any] = set()  # services that refused a permit in this pass
         for work in self._staged:
             if len(batch) >= room:
                 keep.append(work)
@@ -140,9 +143,12 @@ class SendStarter:
             elif at is not None and at > now:
                 wait = min(wait, at - now)
                 keep.append(work)
+            elif self._service_of(work) in full:
+                keep.append(work)
             elif self._admit(work):
                 batch.append(work)
             else:
+                full.add(self._service_of(work))
                 keep.append(work)
         self._staged = keep
         return batch, max(0.001, wait)

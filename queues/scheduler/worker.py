@@ -62,6 +62,7 @@ from queues.scheduler.claim import (
 from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_task, render_mail
 from queues.scheduler.outcomes import DATA_ERRORS, OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.pool import ConnectionPools
+from queues.scheduler.sharing import ShareKeeper
 from queues.scheduler.slots import SLOT_WINDOW_SECONDS, DbClock
 from queues.scheduler.starter import SendStarter
 from queues.scheduler.transports import (
@@ -183,7 +184,8 @@ class SchedulerWorker:
         self._last_heartbeat = 0.0
         self._clock_offset = dt.timedelta(0)  # database's clock minus this host's
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
-        self._pools = ConnectionPools()
+        # Each service's connections: this process's share of max_connections (ShareKeeper).
+        self._pools = ConnectionPools(shared=True)
         self._db_clock = DbClock()
         # Claimed work waits here, allocated, until the senders are about to take it up.
         self._starter = SendStarter(
@@ -194,6 +196,15 @@ class SchedulerWorker:
             admit=self._admit,
             unadmit=self._unadmit,
             not_before=lambda work: None if work.window is None else work.window[0] - SLOT_HANDOVER_SECONDS,
+            service_of=lambda work: work.service.id,
+        )
+        self._share_stop = threading.Event()  # after the senders: they need their connections to the end
+        self._share = ShareKeeper(
+            worker_id=self.worker_id,
+            pools=self._pools,
+            waiting=lambda: [work.service for work in self._starter.staged()],
+            on_change=self._starter.wake,
+            stop=self._share_stop,
         )
         # Latency of successful claims (the ones that found work).
         self._claim_ms: deque[float] = deque(maxlen=100_000)
@@ -212,7 +223,8 @@ class SchedulerWorker:
         ]
         recorder = threading.Thread(target=self._recorder_main, name="recorder", daemon=True)
         starter = threading.Thread(target=self._starter.run, name="starter", daemon=True)
-        helpers = [*senders, starter, recorder]
+        share = threading.Thread(target=self._share.run, name="connection-share", daemon=True)
+        helpers = [*senders, starter, recorder, share]
         if self.maintenance:
             from queues.maintenance import MaintenanceThread
 
@@ -231,6 +243,9 @@ class SchedulerWorker:
             for thread in senders:
                 thread.join()
             self._pools.close_all()
+            self._share_stop.set()
+            share.join()
+            self._share.release()
             self._senders_done.set()
             recorder.join()
             if self.maintenance:
@@ -472,6 +487,8 @@ class SchedulerWorker:
 
     def _admit(self, work: WorkItem) -> bool:
         work.admitted = self._pools.try_acquire(work.service)
+        if not work.admitted:
+            self._share.ask()  # the share may allow more (or nobody asked for this service yet)
         return work.admitted
 
     def _unadmit(self, work: WorkItem) -> None:
