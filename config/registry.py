@@ -145,7 +145,8 @@ _SETTINGS = [
         "send_lease_seconds",
         float,
         120.0,
-        "How long a claim holds a rate-limited service: a send not started within it is given back.",
+        "How long a claimed mail may wait in its process for a sender and a connection; not started by then, "
+        "it is given back.",
         5,
         3600,
     ),

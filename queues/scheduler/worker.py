@@ -105,6 +105,7 @@ class WorkItem:
     service_failures: int
     task: CompiledTask
     budget: float  # seconds the whole send may take
+    must_start_by: float  # time.monotonic(): not started by then (queue.send_lease_seconds), it is given back
     # A rate-limited service's slot: MAIL FROM goes out within these time.monotonic() bounds, or not at all.
     window: tuple[float, float] | None = None
     admitted: bool = False  # holds a connection permit of its service
@@ -435,6 +436,7 @@ class SchedulerWorker:
         tasks, broken = self._compiled_tasks({i.task_id for i in claim.items})
         services = self._service_configs(claim)
         rates = {sid: effective_rate(s, config["default_sending_rate"]) for sid, s in claim.services.items()}
+        must_start_by = time.monotonic() + config["send_lease_seconds"]
         for item in claim.items:
             if item.task_id in broken:
                 # Recorded failed, not given back: a release would be claimed again at once, forever.
@@ -456,6 +458,7 @@ class SchedulerWorker:
                     task=tasks[item.task_id],
                     # Three socket timeouts in all, never more: the transport cuts each wait to the deadline.
                     budget=SEND_TIMEOUTS * service.timeout,
+                    must_start_by=must_start_by,
                     window=self._slot_window(claim.slots.get(item.id)),
                 )
             )
@@ -637,8 +640,9 @@ class SchedulerWorker:
             if work is None:
                 return
             self._starter.wake()
-            if self._stopping.is_set():
-                # Not started: give it back (stopping finishes only the sends under way).
+            if self._stopping.is_set() or time.monotonic() > work.must_start_by:
+                # Not started: give it back (stopping finishes only the sends under way;
+                # a mail that waited too long for a connection goes back to the queue).
                 self._unadmit(work)
                 self._results.put(Release(work.item, work.token))
             else:
