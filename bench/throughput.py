@@ -63,7 +63,7 @@ class Scenario:
 
 
 SCENARIOS = {
-    "rate": Scenario("rate", services=2, latency_ms=50, mails=2000, processes=(2,), sending_rate=0.05),
+    "rate": Scenario("rate", services=2, latency_ms=50, mails=1000, processes=(2,), sending_rate=0.05),
     "relay50": Scenario("relay50", services=5, latency_ms=50, mails=5000),
     "relay50-one": Scenario("relay50-one", services=1, latency_ms=50, mails=3000),
     "scaleout": Scenario("scaleout", services=5, latency_ms=5, mails=20000, processes=(1, 3)),
@@ -241,7 +241,7 @@ def rate_extras(measured: Measured) -> tuple[float, float, list[str]]:
     extras = [
         "per service " + ", ".join(f"{share:.0f} %" for share in shares) + f" of 1/R = {1 / rate:.0f}/s",
         f"min gap {min(gaps):.1f} ms (R - 2 ms = {floor_ms:.0f} ms), {below} gaps below" if gaps else "no gaps",
-        f"raw smtplib over {measured.ceiling['connections_used']} connections: {measured.ceiling_per_s:.0f} mails/s",
+        f"raw smtplib over {measured.ceiling['connections_used']} connections: {measured.ceiling_per_s:,.0f} mails/s",
     ]
     return figure, ceiling, extras
 
