@@ -26,7 +26,7 @@ def setup_django(*, fresh: bool = True) -> str:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "edm.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     if fresh:
-        _recreate(url)
+        recreate_database(url)
     import django
 
     django.setup()
@@ -38,7 +38,7 @@ def setup_django(*, fresh: bool = True) -> str:
     return connection.vendor
 
 
-def _recreate(url: str) -> None:
+def recreate_database(url: str) -> None:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         for suffix in ("", "-wal", "-shm"):
