@@ -455,25 +455,17 @@ def tasks_complete_if_done(task_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
     ids = list(set(task_ids))
     if not ids:
         return []
-    unfinished = SubTask.objects.filter(task=OuterRef("pk"), status__in=NOT_TERMINAL)
-    if connection.vendor == "postgresql":
-        from queues.scheduler.pgsql import done_tasks
-
-        done = done_tasks(ids)
-    else:
-        done = list(
-            Task.objects.filter(pk__in=ids, status__in=RUNNABLE)
-            .filter(~Exists(unfinished))
-            .values_list("pk", flat=True)
-        )
-    if not done:
-        return []
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        from queues.scheduler.pgsql import finish_tasks
+
+        return finish_tasks(ids, now)
+    unfinished = SubTask.objects.filter(task=OuterRef("pk"), status__in=NOT_TERMINAL)
     with transaction.atomic():
-        # Locked, in id order, and checked again: a concurrent pause, cancel or
-        # retry (which lock the task first) wins, and a task is finished once.
+        # Locked and checked in one go: a concurrent pause, cancel or retry
+        # (which lock the task first) wins, and a task is finished once.
         finished = list(
-            Task.objects.filter(pk__in=done, status__in=RUNNABLE)
+            Task.objects.filter(pk__in=ids, status__in=RUNNABLE)
             .filter(~Exists(unfinished))
             .order_by("pk")
             .select_for_update(of=("self",))

@@ -483,7 +483,13 @@ class SchedulerWorker:
         now = time.monotonic()
         # Compiled again when the task's row changed: an edit made while it was
         # paused (and the resume) must be what goes out next, not the cached copy.
-        versions = dict(Task.objects.filter(pk__in=task_ids).values_list("pk", "updated_at"))
+        # Tasks never seen are read whole at once (one query, not a version
+        # check and then the rows: one-recipient tasks are all new).
+        known = {t for t in task_ids if t in self._tasks}
+        fresh = list(Task.objects.filter(pk__in=task_ids - known)) if len(known) < len(task_ids) else []
+        versions = {task.pk: task.updated_at for task in fresh}
+        if known:
+            versions.update(Task.objects.filter(pk__in=known).values_list("pk", "updated_at"))
         missing = [
             t
             for t in versions
@@ -491,7 +497,13 @@ class SchedulerWorker:
         ]
         broken: dict[uuid.UUID, str] = {}
         if missing:
-            for task in Task.objects.filter(pk__in=missing):
+            rows = {task.pk: task for task in fresh}
+            stale = [t for t in missing if t not in rows]
+            if stale:
+                rows.update((task.pk, task) for task in Task.objects.filter(pk__in=stale))
+            for task in rows.values():
+                if task.pk not in missing:
+                    continue
                 try:
                     self._tasks[task.pk] = (now, compile_task(task), task.updated_at)
                 except TemplateError as exc:
