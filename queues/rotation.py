@@ -11,6 +11,7 @@ from django.db import connection, models
 from django.db.models.expressions import RawSQL
 
 from queues.models import UserQueue
+from queues.wakeup import notify_work
 
 _uuid_field = models.UUIDField()
 _datetime_field = models.DateTimeField()
@@ -51,7 +52,8 @@ def user_queue_activate(*, user_ids: Iterable[uuid.UUID], at: dt.datetime) -> No
     """Users have work claimable from ``at``: put them in the rotation (an earlier ready_at stays).
 
     Call it in the same transaction that creates the work (new subtasks, a
-    retry, a resume), after the work is written.
+    retry, a resume), after the work is written. Idle schedulers are woken
+    when that transaction commits (queues.wakeup).
     """
     users = sorted(set(user_ids))
     if not users:
@@ -64,6 +66,7 @@ def user_queue_activate(*, user_ids: Iterable[uuid.UUID], at: dt.datetime) -> No
     values = ", ".join([f"(%s, {turn}, %s, %s)"] * len(users))
     with connection.cursor() as cursor:
         cursor.execute(_ACTIVATE_SQL.format(values=values), params)
+    notify_work()
 
 
 def user_queue_defer(*, user_id: uuid.UUID, ready_at: dt.datetime | None) -> None:

@@ -30,6 +30,7 @@ from monitoring.services.task_wait import TaskWaitMonitorService
 from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
+from queues.wakeup import notify_work
 
 logger = logging.getLogger(__name__)
 
@@ -446,33 +447,43 @@ def task_retry_failed(*, task: Task) -> int:
 
 
 def tasks_complete_if_done(task_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
-    """Mark runnable tasks whose every subtask is terminal completed (or failed if none was sent)."""
+    """Mark runnable tasks whose every subtask is terminal completed (or failed if none was sent).
+
+    A few statements for the whole set (a batch of one-recipient tasks
+    finishes as many tasks as it has mails), not a few per task.
+    """
     ids = list(set(task_ids))
     if not ids:
         return []
-    unfinished = SubTask.objects.filter(task=OuterRef("pk"), status__in=NOT_TERMINAL)
+    now = timezone.now()
     if connection.vendor == "postgresql":
-        from queues.scheduler.pgsql import done_tasks
+        from queues.scheduler.pgsql import finish_tasks
 
-        done = done_tasks(ids)
-    else:
-        done = list(
+        return finish_tasks(ids, now)
+    unfinished = SubTask.objects.filter(task=OuterRef("pk"), status__in=NOT_TERMINAL)
+    with transaction.atomic():
+        # Locked and checked in one go: a concurrent pause, cancel or retry
+        # (which lock the task first) wins, and a task is finished once.
+        finished = list(
             Task.objects.filter(pk__in=ids, status__in=RUNNABLE)
             .filter(~Exists(unfinished))
+            .order_by("pk")
+            .select_for_update(of=("self",))
             .values_list("pk", flat=True)
         )
-    now = timezone.now()
-    finished = []
-    for task_id in done:
-        anything_sent = SubTask.objects.filter(task_id=task_id, status=SubTask.Status.SENT).exists()
-        status = Task.Status.COMPLETED if anything_sent else Task.Status.FAILED
-        # Compare-and-set: a concurrent pause, cancel or retry wins.
-        if (
-            Task.objects.filter(pk=task_id, status__in=RUNNABLE)
-            .filter(~Exists(unfinished))
-            .update(status=status, completed_at=now, updated_at=now)
+        if not finished:
+            return []
+        sent = set(
+            SubTask.objects.filter(task_id__in=finished, status=SubTask.Status.SENT)
+            .values_list("task_id", flat=True)
+            .distinct()
+        )
+        for status, group in (
+            (Task.Status.COMPLETED, [t for t in finished if t in sent]),
+            (Task.Status.FAILED, [t for t in finished if t not in sent]),
         ):
-            finished.append(task_id)
+            if group:
+                Task.objects.filter(pk__in=group).update(status=status, completed_at=now, updated_at=now)
     return finished
 
 
@@ -522,12 +533,18 @@ def service_set_enabled(*, service: EmailService, enabled: bool) -> bool:
     fields: dict[str, Any] = {"is_enabled": enabled, "updated_at": timezone.now()}
     if enabled:
         fields |= {"backoff_level": 0, "backoff_until": None}
-    return bool(EmailService.objects.filter(pk=service.pk).exclude(is_enabled=enabled).update(**fields))
+    with transaction.atomic():
+        changed = bool(EmailService.objects.filter(pk=service.pk).exclude(is_enabled=enabled).update(**fields))
+        if changed and enabled:
+            notify_work()  # idle schedulers may have work waiting for a service
+    return changed
 
 
 def service_reset_quota(*, service: EmailService) -> None:
     """Start the service's current quota day again from zero (an operator's decision)."""
-    EmailService.objects.filter(pk=service.pk).update(used_quota=0, updated_at=timezone.now())
+    with transaction.atomic():
+        EmailService.objects.filter(pk=service.pk).update(used_quota=0, updated_at=timezone.now())
+        notify_work()
 
 
 def service_delete(*, service: EmailService) -> None:

@@ -74,12 +74,36 @@ class TaskWaitMonitorService:
 
     @classmethod
     def record_first_sends(cls, first_sends: Iterable[tuple[object, dt.datetime]]) -> dict[object, int]:
-        """Batch form: {task_id: wait} for the tasks whose first send this call recorded."""
-        recorded = {}
-        for task_id, send_time in first_sends:
-            wait = cls.record_first_send(task_id=task_id, send_time=send_time)
-            if wait is not None:
-                recorded[task_id] = wait
+        """Batch form: {task_id: wait} for the tasks whose first send this call recorded.
+
+        A handful of statements whatever the number of tasks (a batch of
+        one-recipient tasks starts as many tasks as it has mails).
+        """
+        sends = dict(first_sends)
+        if not sends:
+            return {}
+        rows = _record_first_sends(sends)
+        recorded = {task_id: wait for task_id, wait, _ in rows}
+        users = {task_id: user_id for task_id, _, user_id in rows}
+        for wait in recorded.values():
+            metrics.FIRST_SEND_WAIT.observe(wait)
+        resolved = (
+            Alert.objects.filter(alert_type="task_waiting", subject__in=[f"task:{t}" for t in recorded])
+            .exclude(status=Alert.Status.RESOLVED)
+            .update(status=Alert.Status.RESOLVED, resolved_at=timezone.now())
+        )
+        if resolved:
+            logger.info("alerts resolved", extra={"alert_type": "task_waiting", "count": resolved})
+        for task_id, wait in recorded.items():
+            severity = wait_severity(wait)
+            if severity is not None:
+                AlertManagerService.create_alert(
+                    alert_type="task_wait_exceeded",
+                    severity=severity,
+                    subject=f"task:{task_id}",
+                    message=f"Task {task_id} waited {wait} s for its first send ({severity} threshold reached).",
+                    details={"task_id": str(task_id), "user_id": str(users[task_id]), "wait_seconds": wait},
+                )
         return recorded
 
     @staticmethod
@@ -120,3 +144,34 @@ class TaskWaitMonitorService:
             if subject not in raised:
                 resolved += AlertManagerService.resolve_alert(alert_type="task_waiting", subject=subject)
         return {"waiting_alerts": len(raised), "resolved": resolved}
+
+
+def _record_first_sends(sends: dict) -> list[tuple]:
+    """Mark the waiting metrics of ``sends`` ({task: first send}) processing; (task, wait, user) of each marked."""
+    from django.db import connection, transaction
+    from django.db.models import Case, IntegerField, Value, When
+
+    if connection.vendor == "postgresql":
+        from queues.scheduler.pgsql import record_first_sends
+
+        return record_first_sends(list(sends.items()))
+    with transaction.atomic():
+        # Locked, then written: of several workers recording the same task's
+        # first send, exactly one does.
+        waiting = list(
+            TaskWaitMetric.objects.filter(task_id__in=list(sends), status=TaskWaitMetric.Status.WAITING)
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "task_id", "queue_entry_time", "user_id")
+        )
+        if not waiting:
+            return []
+        waits = {pk: max(0, int((sends[task_id] - entered).total_seconds())) for pk, task_id, entered, _ in waiting}
+        TaskWaitMetric.objects.filter(pk__in=list(waits)).update(
+            status=TaskWaitMetric.Status.PROCESSING,
+            first_send_time=Case(*[When(pk=pk, then=Value(sends[t])) for pk, t, _, _ in waiting]),
+            wait_duration_seconds=Case(
+                *[When(pk=pk, then=Value(waits[pk])) for pk in waits], output_field=IntegerField()
+            ),
+        )
+    return [(task_id, waits[pk], user_id) for pk, task_id, _, user_id in waiting]

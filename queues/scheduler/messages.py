@@ -36,14 +36,32 @@ class CompiledTask:
     reply_to: str
 
 
+# Compiled templates by their source: many tasks share the same content (a
+# transactional mail is one task per recipient), and compiling three
+# templates costs more than sending the mail. Bounded; cleared when full.
+_COMPILED: dict[tuple[str, str, str], tuple[MailTemplate, MailTemplate | None, MailTemplate | None]] = {}
+_COMPILED_MAX = 1000
+_compiled_lock = threading.Lock()
+
+
 def compile_task(task: Task) -> CompiledTask:
+    """The task's templates, compiled (or taken from the cache of identical content); raises TemplateError."""
+    key = (task.subject, task.body_text, task.body_html)
+    with _compiled_lock:
+        compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = (
+            compile_template(task.subject, html=False, field="subject"),
+            compile_template(task.body_text, html=False, field="body_text") if task.body_text.strip() else None,
+            compile_template(task.body_html, html=True, field="body_html") if task.body_html.strip() else None,
+        )
+        with _compiled_lock:
+            if len(_COMPILED) >= _COMPILED_MAX:
+                _COMPILED.clear()
+            _COMPILED[key] = compiled
+    subject, text, html = compiled
     return CompiledTask(
-        task_id=task.pk,
-        subject=compile_template(task.subject, html=False, field="subject"),
-        text=compile_template(task.body_text, html=False, field="body_text") if task.body_text.strip() else None,
-        html=compile_template(task.body_html, html=True, field="body_html") if task.body_html.strip() else None,
-        from_name=task.from_name,
-        reply_to=task.reply_to,
+        task_id=task.pk, subject=subject, text=text, html=html, from_name=task.from_name, reply_to=task.reply_to
     )
 
 

@@ -235,13 +235,19 @@ class OutcomeRecorder:
             )
 
     def finish(self, summary: RecordSummary, *, queue_config: dict) -> None:
-        """What follows a recorded batch: service back-off and alerts, first sends, finished tasks."""
-        for service_id, name, consecutive, before, any_ok in summary.services:
-            if any_ok and before:
-                AlertManagerService.resolve_alert(alert_type="service_failing", subject=f"service:{service_id}")
-            elif not any_ok:
-                self._maybe_back_off(service_id, name, consecutive, queue_config)
-        self._after_commit(summary.applied, timezone.now(), summary)
+        """What follows a recorded batch: service back-off and alerts, first sends, finished tasks.
+
+        One transaction: one commit for all of it, not one per statement (a
+        batch of one-recipient tasks has as much of it to do as it has mails).
+        Every step is a compare-and-set, so a retry after a lost commit is harmless.
+        """
+        with transaction.atomic():
+            for service_id, name, consecutive, before, any_ok in summary.services:
+                if any_ok and before:
+                    AlertManagerService.resolve_alert(alert_type="service_failing", subject=f"service:{service_id}")
+                elif not any_ok:
+                    self._maybe_back_off(service_id, name, consecutive, queue_config)
+            self._after_commit(summary.applied, timezone.now(), summary)
 
     # --- subtasks -------------------------------------------------------------
 
@@ -526,16 +532,26 @@ class OutcomeRecorder:
                 first[r.item.task_id] = min(r.finished_at, first.get(r.item.task_id, r.finished_at))
         if first:
             summary.first_sends = TaskWaitMonitorService.record_first_sends(first.items())
-            self._first_send_seen.update(first)
-            if len(self._first_send_seen) > 100_000:
-                self._first_send_seen = set(first)
+            # Remembered once committed: a rolled-back write is done again on the retry.
+            transaction.on_commit(lambda: self._seen_first_sends(first))
         touched = {r.item.task_id for r in applied}
         summary.completed_tasks = tasks_complete_if_done(touched)
         # Recovery treats a 'sending' task untouched for half an hour as stuck:
         # tell it this one is alive, at most once a minute per task per worker.
-        stale = [t for t in touched if now - self._task_touched.get(t, EPOCH) > dt.timedelta(minutes=1)]
+        done = set(summary.completed_tasks)
+        stale = [
+            t for t in touched if t not in done and now - self._task_touched.get(t, EPOCH) > dt.timedelta(minutes=1)
+        ]
         if stale:
             Task.objects.filter(pk__in=stale, status=Task.Status.SENDING).update(updated_at=now)
-            self._task_touched.update(dict.fromkeys(stale, now))
-            if len(self._task_touched) > 100_000:
-                self._task_touched = dict.fromkeys(stale, now)
+            transaction.on_commit(lambda: self._touched(stale, now))
+
+    def _seen_first_sends(self, first: dict[uuid.UUID, dt.datetime]) -> None:
+        self._first_send_seen.update(first)
+        if len(self._first_send_seen) > 100_000:
+            self._first_send_seen = set(first)
+
+    def _touched(self, stale: list[uuid.UUID], now: dt.datetime) -> None:
+        self._task_touched.update(dict.fromkeys(stale, now))
+        if len(self._task_touched) > 100_000:
+            self._task_touched = dict.fromkeys(stale, now)

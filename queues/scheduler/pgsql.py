@@ -260,6 +260,71 @@ def update_service_stats(*, rows: Sequence[dict], default_rate: float) -> list[t
     return _execute(SERVICE_STATS_SQL, params)
 
 
+# Compare-and-set on the status, in one statement for the whole set: a
+# concurrent pause, cancel or retry wins, and a task finishes once.
+FINISH_TASKS_SQL = """
+UPDATE tasks t
+SET status = CASE WHEN EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id AND s.status = 'sent')
+                  THEN 'completed' ELSE 'failed' END,
+    completed_at = %(now)s, updated_at = %(now)s
+WHERE t.id = ANY(%(ids)s::uuid[]) AND t.status IN ('pending', 'sending')
+  AND NOT EXISTS (
+      SELECT 1 FROM subtasks s
+      WHERE s.task_id = t.id AND s.status IN ('pending', 'allocated', 'processing', 'parked')
+  )
+RETURNING t.id
+"""
+
+
+def finish_tasks(ids: Sequence[uuid.UUID], now: dt.datetime) -> list[uuid.UUID]:
+    """Runnable tasks among ``ids`` whose every subtask is terminal -> completed (any sent) or failed."""
+    return [row[0] for row in _execute(FINISH_TASKS_SQL, {"ids": array(list(ids)), "now": now})]
+
+
+# Of several workers recording the same task's first send, exactly one
+# changes the row (compare-and-set on the status) and gets it back.
+FIRST_SENDS_SQL = """
+UPDATE task_wait_metrics m
+SET status = 'processing', first_send_time = v.at,
+    wait_duration_seconds = GREATEST(0, floor(extract(epoch FROM v.at - m.queue_entry_time)))::int
+FROM unnest(%(tasks)s::uuid[], %(ats)s::timestamptz[]) AS v(task_id, at)
+WHERE m.task_id = v.task_id AND m.status = 'waiting'
+RETURNING m.task_id, m.wait_duration_seconds, m.user_id
+"""
+
+
+def record_first_sends(sends: Sequence[tuple[uuid.UUID, dt.datetime]]) -> list[tuple[uuid.UUID, int, uuid.UUID]]:
+    """(task, first send) -> the waiting metrics recorded; returns (task, wait seconds, user) of each."""
+    params = {"tasks": array([s[0] for s in sends]), "ats": array([s[1] for s in sends])}
+    return _execute(FIRST_SENDS_SQL, params)
+
+
+# Users the rotation found without claimable work, all in one statement: each
+# waits until its earliest pending subtask falls due (not before its task's
+# scheduled start), or leaves the rotation when it has none; and goes to the
+# back. One index probe per runnable task (its earliest pending subtask).
+DEFER_USERS_SQL = """
+UPDATE user_queues q
+SET turn = {turn},
+    ready_at = (
+        SELECT min(GREATEST(f.first, t.scheduled_at))
+        FROM tasks t
+        CROSS JOIN LATERAL (
+            SELECT s.next_attempt_at AS first FROM subtasks s
+            WHERE s.task_id = t.id AND s.status = 'pending'
+            ORDER BY s.next_attempt_at LIMIT 1
+        ) f
+        WHERE t.owner_id = q.user_id AND t.status IN ('pending', 'sending')
+    )
+WHERE q.user_id = ANY(%(ids)s::uuid[])
+"""
+
+
+def defer_users(ids: Sequence[uuid.UUID], turn_sql: str) -> None:
+    """See DEFER_USERS_SQL; ``turn_sql`` is rotation.PG_TURN (a constant expression)."""
+    _execute(DEFER_USERS_SQL.replace("{turn}", turn_sql), {"ids": array(list(ids))})
+
+
 DONE_TASKS_SQL = """
 SELECT t.id FROM tasks t
 WHERE t.id = ANY(%(ids)s::uuid[]) AND t.status IN ('pending', 'sending')

@@ -75,6 +75,7 @@ from queues.scheduler.transports import (
 )
 from queues.services import task_fail
 from queues.templates import TemplateError
+from queues.wakeup import WorkListener
 
 logger = logging.getLogger("queues.scheduler")
 
@@ -209,6 +210,8 @@ class SchedulerWorker:
         )
         # Latency of successful claims (the ones that found work).
         self._claim_ms: deque[float] = deque(maxlen=100_000)
+        # Idle waits end when new work is committed (PostgreSQL); SQLite polls.
+        self._listener = WorkListener() if connection.vendor == "postgresql" else None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -251,6 +254,8 @@ class SchedulerWorker:
             recorder.join()
             if self.maintenance:
                 maintenance.join()
+            if self._listener is not None:
+                self._listener.close()
             self._heartbeat(stopped=True)
             self._restore_signal_handlers(previous)
             if self._abandoned:
@@ -402,6 +407,8 @@ class SchedulerWorker:
 
         A sleep shortened in the admin or the API takes effect within the config
         cache's second plus one tick, not after the old (up to 300 s) sleep.
+        On PostgreSQL the wait ends as soon as new work is committed
+        (queues.wakeup); the sleep is then only the fallback.
         """
         key = "no_service_sleep_seconds" if status is ClaimStatus.NO_SERVICE else "no_work_sleep_seconds"
         started = time.monotonic()
@@ -410,12 +417,20 @@ class SchedulerWorker:
             remaining = wait - (time.monotonic() - started)
             if remaining <= 0:
                 return
-            self._stop.wait(min(remaining, IDLE_TICK_SECONDS))
+            if self._wait_for_work(min(remaining, IDLE_TICK_SECONDS)):
+                return
             wait = min(wait, get_config_by_category("queue")[key])
             # Sleeping as configured is the claim loop working: a long idle
             # sleep (up to 300 s) must not make a live worker look dead.
             self._claim_progress = time.monotonic()
             self._heartbeat()
+
+    def _wait_for_work(self, timeout: float) -> bool:
+        """Wait up to ``timeout``; True when notified that work may have become claimable."""
+        if self._listener is None:
+            self._stop.wait(timeout)
+            return False
+        return self._listener.wait(timeout, self._stop.wait)
 
     def _wait_for_sender(self, timeout: float) -> None:
         with self._in_flight_lock:
@@ -536,7 +551,13 @@ class SchedulerWorker:
         now = time.monotonic()
         # Compiled again when the task's row changed: an edit made while it was
         # paused (and the resume) must be what goes out next, not the cached copy.
-        versions = dict(Task.objects.filter(pk__in=task_ids).values_list("pk", "updated_at"))
+        # Tasks never seen are read whole at once (one query, not a version
+        # check and then the rows: one-recipient tasks are all new).
+        known = {t for t in task_ids if t in self._tasks}
+        fresh = list(Task.objects.filter(pk__in=task_ids - known)) if len(known) < len(task_ids) else []
+        versions = {task.pk: task.updated_at for task in fresh}
+        if known:
+            versions.update(Task.objects.filter(pk__in=known).values_list("pk", "updated_at"))
         missing = [
             t
             for t in versions
@@ -544,7 +565,13 @@ class SchedulerWorker:
         ]
         broken: dict[uuid.UUID, str] = {}
         if missing:
-            for task in Task.objects.filter(pk__in=missing):
+            rows = {task.pk: task for task in fresh}
+            stale = [t for t in missing if t not in rows]
+            if stale:
+                rows.update((task.pk, task) for task in Task.objects.filter(pk__in=stale))
+            for task in rows.values():
+                if task.pk not in missing:
+                    continue
                 try:
                     self._tasks[task.pk] = (now, compile_task(task), task.updated_at)
                 except TemplateError as exc:

@@ -99,6 +99,35 @@ def test_a_retry_is_not_claimed_before_its_time(service, user):
     assert UserQueue.objects.get(user=user).ready_at == soon
 
 
+def test_users_found_idle_together_each_wait_for_their_own_next_work(service, user_factory):
+    now = timezone.now()
+    retrying, scheduled, late_retry, mixed, paused = user_factory.create_batch(5)
+    make_task(retrying, 1).subtasks.update(next_attempt_at=now + dt.timedelta(seconds=30))
+    make_task(scheduled, 1, scheduled_at=now + dt.timedelta(hours=1))
+    # A retry due after its task's start: the retry's time.
+    make_task(late_retry, 1, scheduled_at=now + dt.timedelta(hours=1)).subtasks.update(
+        next_attempt_at=now + dt.timedelta(hours=2)
+    )
+    # Several tasks: the soonest of them.
+    make_task(mixed, 1, scheduled_at=now + dt.timedelta(hours=3))
+    make_task(mixed, 1, prefix="m").subtasks.update(next_attempt_at=now + dt.timedelta(minutes=5))
+    task_pause(task=make_task(paused, 1))
+    # In the rotation now (as after a retry was queued), though their tasks start later.
+    UserQueue.objects.filter(user__in=[scheduled, late_retry]).update(ready_at=now)
+
+    assert claim(10).status is ClaimStatus.RETRY  # all five found idle in one claim
+
+    queues = dict(UserQueue.objects.values_list("user_id", "ready_at"))
+    assert queues == {
+        retrying.pk: now + dt.timedelta(seconds=30),
+        scheduled.pk: now + dt.timedelta(hours=1),
+        late_retry.pk: now + dt.timedelta(hours=2),
+        mixed.pk: now + dt.timedelta(minutes=5),
+        paused.pk: None,
+    }
+    assert claim(10).status is ClaimStatus.NO_WORK
+
+
 def test_a_claim_marks_the_subtask_allocated_with_a_lease_and_charges_the_service(service, user):
     make_task(user, 3)
     before = timezone.now()
