@@ -121,6 +121,9 @@ class Task(models.Model):
     """One sending job of a user: one message, many recipients (subtasks)."""
 
     class Status(models.TextChoices):
+        # Its recipients are being expanded into subtasks in the background
+        # (queues.expansion); it becomes pending once all of them exist.
+        PREPARING = "preparing", "Preparing"
         PENDING = "pending", "Pending"
         SENDING = "sending", "Sending"
         PAUSED = "paused", "Paused"
@@ -151,6 +154,16 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True, help_text="Why the whole task failed, when it did.")
+    recipients_total = models.PositiveIntegerField(
+        default=0, help_text="Recipients to prepare (for a tag, its members when the task was created)."
+    )
+    recipients_prepared = models.PositiveIntegerField(
+        default=0, help_text="Recipients expanded into subtasks so far; equals the total once prepared."
+    )
+    # A tag task's expansion goes through the tag's contacts in id order and
+    # resumes after this one (a recipient list's resumes at position
+    # recipients_prepared + 1 of its staged rows).
+    preparation_cursor = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "tasks"
@@ -163,6 +176,9 @@ class Task(models.Model):
                 name="idx_tasks_owner_runnable",
                 condition=Q(status__in=["pending", "sending"]),
             ),
+            # The preparers' pick: status = 'preparing' ORDER BY created_at
+            # LIMIT 1 FOR UPDATE SKIP LOCKED (queues.expansion).
+            models.Index(fields=["created_at"], name="idx_tasks_preparing", condition=Q(status="preparing")),
             # Stuck-task recovery: status = 'sending' AND updated_at < now - 30 min.
             models.Index(
                 fields=["status", "updated_at"],
@@ -173,6 +189,35 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TaskRecipient(models.Model):
+    """A recipient-list entry waiting to become a subtask: staged by task_create, consumed by the expansion.
+
+    ``position`` numbers a task's recipients 1..n in list order. Each chunk of
+    the expansion turns the next positions into subtasks and deletes their
+    rows in the same transaction, so what is left here is exactly what is
+    still to do.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, db_index=False, related_name="staged_recipients")
+    position = models.PositiveIntegerField()
+    email = models.EmailField(max_length=254)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    attributes = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "task_recipients"
+        ordering = ["task", "position"]
+        constraints = [
+            # Also the index of the expansion's "task_id = %s AND position BETWEEN ...".
+            models.UniqueConstraint(fields=["task", "position"], name="uniq_task_recipients_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} #{self.position} {self.email}"
 
 
 class SubTask(models.Model):

@@ -254,6 +254,8 @@ class TaskSerializer(serializers.ModelSerializer):
             "scheduled_at",
             "status",
             "failure_reason",
+            "recipients_total",
+            "recipients_prepared",
             "progress",
             "wait",
             "created_at",
