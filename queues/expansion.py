@@ -1,22 +1,24 @@
 """Preparing a task: its recipients expanded into subtasks, in chunks, mostly in the background.
 
-``task_create`` validates the request, creates the task ``preparing`` and
-stages a recipient list in ``task_recipients`` (a tag's members are read from
-the tag as the expansion goes). A task of up to ``INLINE_MAX`` recipients is
-expanded at once, inside the request, and answered ``pending``. A larger one
-is answered ``preparing`` and expanded by a preparer: the Celery task
-``queues.prepare_task`` when a broker is configured, otherwise the
-maintenance thread of every ``run_scheduler``.
+``task_create`` validates the request and creates the task ``preparing``; a
+recipient list is staged in ``task_recipients`` at once (COPY on
+PostgreSQL), a tag's members by the preparation's first chunk. A task of up
+to ``INLINE_MAX`` recipients is prepared inside the request and answered
+``pending``. A larger one is answered ``preparing`` and prepared by a
+preparer: the Celery task ``queues.prepare_task`` when a broker is
+configured, otherwise the maintenance thread of every ``run_scheduler``
+(and ``manage.py prepare_tasks`` by hand).
 
 Each chunk is one transaction that locks the task row (``FOR UPDATE SKIP
 LOCKED``: two preparers never work on one task at the same moment, a second
-one moves on), turns the next recipients into subtasks, moves the task's
-cursor past them and commits. A preparer killed half-way leaves whole chunks
-done and the rest to do; the next one goes on from the cursor, with neither
-duplicates nor gaps. The chunk that finds nothing left makes the task
-pending and puts its owner in the rotation, as task_create did before. The
-claim takes only pending and sending tasks, so no subtask of a task is sent
-before all of them exist.
+one moves on), turns the next staged positions into subtasks, deletes those
+staged rows, moves ``recipients_prepared`` past them and commits. A preparer
+killed half-way leaves whole chunks done and the rest still staged; the next
+one goes on from there, with neither duplicates nor gaps. The last chunk
+makes the task pending and puts its owner in the rotation, as task_create
+did before. The claim takes only pending and sending tasks, so nothing of a
+task is sent before all its subtasks exist, and its completion cannot be
+decided early either.
 
 On PostgreSQL a chunk is three statements (contacts upserted, subtasks
 inserted by ``INSERT … SELECT``, staged rows deleted); the subtask ids are
@@ -34,7 +36,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -126,10 +128,17 @@ def task_prepare_chunk(*, task_id: uuid.UUID | None = None, size: int | None = N
         if task is None:
             return None
         now = db_now()  # next_attempt_at and ready times are compared by claims
-        created = _tag_chunk(task, size, now) if task.tag_id is not None else _list_chunk(task, size, now)
-        task.recipients_prepared += created
-        fields = ["recipients_prepared", "preparation_cursor", "updated_at"]
-        done = created < size
+        fields = ["recipients_prepared", "recipients_total", "recipients_staged", "updated_at"]
+        if not task.recipients_staged:
+            task.recipients_total = _stage_tag_members(task)
+            task.recipients_staged = True
+            created = 0
+            done = task.recipients_total == 0
+        else:
+            created = _staged_chunk(task, size, now)
+            task.recipients_prepared += created
+            # Nothing made: no staged row was left, whatever the total said.
+            done = created == 0 or task.recipients_prepared >= task.recipients_total
         if done:
             fields += _finish(task, now)
         task.save(update_fields=fields)
@@ -143,15 +152,45 @@ def _finish(task: Task, now: dt.datetime) -> list[str]:
         task.status = Task.Status.FAILED
         task.failure_reason = "no recipients: the tag has no contacts"
         task.completed_at = now
-        return ["recipients_total", "status", "failure_reason", "completed_at"]
+        return ["status", "failure_reason", "completed_at"]
     task.status = Task.Status.PENDING
     entry = max(now, task.scheduled_at) if task.scheduled_at else now
     TaskWaitMonitorService.record_task_entry(task_id=task.pk, user_id=task.owner_id, entry_time=entry)
     user_queue_activate(user_ids=[task.owner_id], at=entry)
-    return ["recipients_total", "status"]
+    return ["status"]
 
 
-def _list_chunk(task: Task, size: int, now: dt.datetime) -> int:
+def _stage_tag_members(task: Task) -> int:
+    """Copy the tag's members (contact id order) into the staged recipients; returns how many.
+
+    Done once, as one chunk: the membership query reads the whole tag, and
+    every later chunk reads only its own positions.
+    """
+    try:
+        members = ContactTagManager().contacts_of_tag(task.tag_id).order_by("pk").values_list("pk", "email")
+    except TagNotFound:
+        return 0  # deleted before its task was prepared
+    if connection.vendor == "postgresql":
+        members_sql, params = members.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO task_recipients (task_id, position, email, first_name, last_name, contact_id)
+                SELECT %s, row_number() OVER (ORDER BY m.id), m.email, '', '', m.id
+                FROM ({members_sql}) AS m (id, email)
+                """,  # noqa: S608 - the ORM's SQL, with its parameters passed on
+                [task.pk, *params],
+            )
+            return cursor.rowcount
+    rows = [
+        TaskRecipient(task=task, position=position, email=email, contact_id=contact_id)
+        for position, (contact_id, email) in enumerate(members, 1)
+    ]
+    TaskRecipient.objects.bulk_create(rows, batch_size=SQLITE_CHUNK)
+    return len(rows)
+
+
+def _staged_chunk(task: Task, size: int, now: dt.datetime) -> int:
     """Positions recipients_prepared+1 .. +size: contacts upserted, subtasks made, staged rows deleted.
 
     Every staged position gives exactly one subtask (its contact may be gone,
@@ -160,30 +199,10 @@ def _list_chunk(task: Task, size: int, now: dt.datetime) -> int:
     after = task.recipients_prepared
     upto = after + size
     if connection.vendor == "postgresql":
-        created = _pg_list_chunk(task, after, upto, size, now)
+        created = _pg_staged_chunk(task, after, upto, size, now)
     else:
-        created = _orm_list_chunk(task, after, upto, now)
+        created = _orm_staged_chunk(task, after, upto, now)
     TaskRecipient.objects.filter(task=task, position__lte=upto).delete()
-    return created
-
-
-def _tag_chunk(task: Task, size: int, now: dt.datetime) -> int:
-    """The tag's next ``size`` contacts in id order after the cursor; the cursor moves to the last one."""
-    try:
-        members = ContactTagManager().contacts_of_tag(task.tag_id)
-    except TagNotFound:
-        return 0  # deleted while preparing: what was prepared is the task
-    if task.preparation_cursor is not None:
-        members = members.filter(pk__gt=task.preparation_cursor)
-    chunk = members.order_by("pk").values_list("pk", "email")[:size]
-    if connection.vendor == "postgresql":
-        created, last = _pg_tag_chunk(task, chunk, size, now)
-    else:
-        rows = list(chunk)
-        created = _orm_create_subtasks(task, rows, now)
-        last = rows[-1][0] if rows else None
-    if last is not None:
-        task.preparation_cursor = last
     return created
 
 
@@ -196,75 +215,54 @@ _ID = (
     "(lpad(to_hex(((stamp >> 12) << 16) | 28672 | (stamp & 4095)), 16, '0')"
     " || right(replace(gen_random_uuid()::text, '-', ''), 16))::uuid"
 )
-# From a CTE "numbered(stamp, email, contact_id)"; parameters: task, owner, priority, now, domain, now, now.
-_INSERT_SUBTASKS = f"""
-    , ided AS (SELECT {_ID} AS id, email, contact_id FROM numbered)
-    INSERT INTO subtasks (
-        id, task_id, owner_id, contact_id, recipient_email, status, priority, attempts, error_message,
-        next_attempt_at, message_id, claimed_by, created_at, updated_at
-    )
-    SELECT id, %s, %s, contact_id, email, 'pending', %s, 0, '', %s,
-           '<' || replace(id::text, '-', '') || '@' || %s || '>', '', %s, %s
-    FROM ided ORDER BY id
-"""  # noqa: S608 - constant fragments only
 
 
-def _insert_params(task: Task, now: dt.datetime) -> list[Any]:
-    return [task.pk, task.owner_id, task.priority, now, settings.EDM_MESSAGE_ID_DOMAIN, now, now]
-
-
-def _pg_list_chunk(task: Task, after: int, upto: int, size: int, now: dt.datetime) -> int:
+def _pg_staged_chunk(task: Task, after: int, upto: int, size: int, now: dt.datetime) -> int:
     base = uuid7_stamps(size)
     with connection.cursor() as cursor:
+        # A list's recipients become contacts (a tag's already are); existing ones are kept as they are.
         cursor.execute(
             """
             INSERT INTO contacts (id, owner_id, email, first_name, last_name, attributes, created_at, updated_at)
             SELECT gen_random_uuid(), %s, email, first_name, last_name, coalesce(attributes, '{}'::jsonb), %s, %s
-            FROM task_recipients WHERE task_id = %s AND position > %s AND position <= %s
+            FROM task_recipients
+            WHERE task_id = %s AND position > %s AND position <= %s AND contact_id IS NULL
             ORDER BY position
             ON CONFLICT (owner_id, email) DO NOTHING
             """,
             [task.owner_id, now, now, task.pk, after, upto],
         )
         cursor.execute(
-            """
+            f"""
             WITH numbered AS (
-                SELECT %s::bigint + r.position - %s - 1 AS stamp, r.email, c.id AS contact_id
-                FROM task_recipients r LEFT JOIN contacts c ON c.owner_id = %s AND c.email = r.email
+                SELECT %s::bigint + r.position - %s - 1 AS stamp, r.email, coalesce(tc.id, lc.id) AS contact_id
+                FROM task_recipients r
+                LEFT JOIN contacts lc ON r.contact_id IS NULL AND lc.owner_id = %s AND lc.email = r.email
+                LEFT JOIN contacts tc ON tc.id = r.contact_id
                 WHERE r.task_id = %s AND r.position > %s AND r.position <= %s
-            )"""  # noqa: S608 - constant fragments only
-            + _INSERT_SUBTASKS,
-            [base, after, task.owner_id, task.pk, after, upto, *_insert_params(task, now)],
+            ), ided AS (SELECT {_ID} AS id, email, contact_id FROM numbered)
+            INSERT INTO subtasks (
+                id, task_id, owner_id, contact_id, recipient_email, status, priority, attempts, error_message,
+                next_attempt_at, message_id, claimed_by, created_at, updated_at
+            )
+            SELECT id, %s, %s, contact_id, email, 'pending', %s, 0, '', %s,
+                   '<' || replace(id::text, '-', '') || '@' || %s || '>', '', %s, %s
+            FROM ided ORDER BY id
+            """,  # noqa: S608 - constant fragments only
+            [
+                *(base, after, task.owner_id, task.pk, after, upto),
+                *(task.pk, task.owner_id, task.priority, now, settings.EDM_MESSAGE_ID_DOMAIN, now, now),
+            ],
         )
         return cursor.rowcount
-
-
-def _pg_tag_chunk(task: Task, chunk: Any, size: int, now: dt.datetime) -> tuple[int, uuid.UUID | None]:
-    chunk_sql, chunk_params = chunk.query.sql_with_params()
-    base = uuid7_stamps(size)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            # The chunk's SQL is the ORM's, with its parameters passed on.
-            f"""
-            WITH chunk(contact_id, email) AS ({chunk_sql}),
-            numbered AS (
-                SELECT %s::bigint + row_number() OVER (ORDER BY contact_id) - 1 AS stamp, email, contact_id
-                FROM chunk
-            )
-            {_INSERT_SUBTASKS}
-            RETURNING contact_id
-            """,  # noqa: S608
-            [*chunk_params, base, *_insert_params(task, now)],
-        )
-        contacts = [row[0] for row in cursor.fetchall()]
-    return len(contacts), max(contacts, default=None)
 
 
 # --- SQLite: the ORM ------------------------------------------------------------
 
 
-def _orm_list_chunk(task: Task, after: int, upto: int, now: dt.datetime) -> int:
+def _orm_staged_chunk(task: Task, after: int, upto: int, now: dt.datetime) -> int:
     staged = list(TaskRecipient.objects.filter(task=task, position__gt=after, position__lte=upto).order_by("position"))
+    listed = [r for r in staged if r.contact_id is None]
     Contact.objects.bulk_create(
         [
             Contact(
@@ -274,13 +272,20 @@ def _orm_list_chunk(task: Task, after: int, upto: int, now: dt.datetime) -> int:
                 last_name=r.last_name,
                 attributes=r.attributes or {},
             )
-            for r in staged
+            for r in listed
         ],
         ignore_conflicts=True,
     )
-    emails = [r.email for r in staged]
-    ids = dict(Contact.objects.filter(owner_id=task.owner_id, email__in=emails).values_list("email", "id"))
-    return _orm_create_subtasks(task, [(ids.get(email), email) for email in emails], now)
+    by_email = dict(
+        Contact.objects.filter(owner_id=task.owner_id, email__in=[r.email for r in listed]).values_list("email", "id")
+    )
+    members = {r.contact_id for r in staged if r.contact_id is not None}
+    existing = set(Contact.objects.filter(pk__in=members).values_list("pk", flat=True))
+    contacts = [
+        (by_email.get(r.email) if r.contact_id is None else r.contact_id if r.contact_id in existing else None, r.email)
+        for r in staged
+    ]
+    return _orm_create_subtasks(task, contacts, now)
 
 
 def _orm_create_subtasks(task: Task, contacts: list[tuple[uuid.UUID | None, str]], now: dt.datetime) -> int:

@@ -160,10 +160,9 @@ class Task(models.Model):
     recipients_prepared = models.PositiveIntegerField(
         default=0, help_text="Recipients expanded into subtasks so far; equals the total once prepared."
     )
-    # A tag task's expansion goes through the tag's contacts in id order and
-    # resumes after this one (a recipient list's resumes at position
-    # recipients_prepared + 1 of its staged rows).
-    preparation_cursor = models.UUIDField(null=True, blank=True, editable=False)
+    # Its recipients are in task_recipients (a list's from the start, a tag's
+    # members once the first chunk of the preparation has copied them).
+    recipients_staged = models.BooleanField(default=False, editable=False)
 
     class Meta:
         db_table = "tasks"
@@ -192,12 +191,14 @@ class Task(models.Model):
 
 
 class TaskRecipient(models.Model):
-    """A recipient-list entry waiting to become a subtask: staged by task_create, consumed by the expansion.
+    """A recipient waiting to become a subtask: staged by task_create (a list) or by the preparation's
+    first chunk (a tag's members, with their contact), consumed by the preparation.
 
-    ``position`` numbers a task's recipients 1..n in list order. Each chunk of
-    the expansion turns the next positions into subtasks and deletes their
-    rows in the same transaction, so what is left here is exactly what is
-    still to do.
+    ``position`` numbers a task's recipients 1..n (list order, or contact id
+    order for a tag). Each chunk turns the next positions into subtasks and
+    deletes their rows in the same transaction, so what is left here is
+    exactly what is still to do, and ``Task.recipients_prepared`` is the
+    position it resumes after.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -207,6 +208,12 @@ class TaskRecipient(models.Model):
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
     attributes = models.JSONField(null=True, blank=True)
+    # A tag member's contact. Not a constraint: a contact deleted meanwhile
+    # still gets its mail (its subtask's contact is empty), as it would have
+    # had the task been expanded when it was created.
+    contact = models.ForeignKey(
+        "contacts.Contact", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
 
     class Meta:
         db_table = "task_recipients"

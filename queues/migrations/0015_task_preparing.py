@@ -1,4 +1,4 @@
-"""Tasks prepared in the background: the preparing status, its progress, and the staged recipient lists.
+"""Tasks prepared in the background: the preparing status, its progress, and the staged recipients.
 
 Tasks created before count their existing subtasks as their recipients, all prepared.
 """
@@ -33,15 +33,15 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="task",
-            name="preparation_cursor",
-            field=models.UUIDField(blank=True, editable=False, null=True),
-        ),
-        migrations.AddField(
-            model_name="task",
             name="recipients_prepared",
             field=models.PositiveIntegerField(
                 default=0, help_text="Recipients expanded into subtasks so far; equals the total once prepared."
             ),
+        ),
+        migrations.AddField(
+            model_name="task",
+            name="recipients_staged",
+            field=models.BooleanField(default=False, editable=False),
         ),
         migrations.AddField(
             model_name="task",
@@ -75,6 +75,18 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="taskrecipient",
+            name="contact",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to="contacts.contact",
+            ),
+        ),
+        migrations.AddField(
+            model_name="taskrecipient",
             name="task",
             field=models.ForeignKey(
                 db_index=False,
@@ -89,7 +101,8 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(
             "UPDATE tasks SET recipients_total = (SELECT count(*) FROM subtasks WHERE subtasks.task_id = tasks.id), "
-            "recipients_prepared = (SELECT count(*) FROM subtasks WHERE subtasks.task_id = tasks.id)",
+            "recipients_prepared = (SELECT count(*) FROM subtasks WHERE subtasks.task_id = tasks.id), "
+            "recipients_staged = true",
             migrations.RunSQL.noop,
         ),
     ]
