@@ -1,8 +1,9 @@
 """Preparing a task: its recipients expanded into subtasks, in chunks, mostly in the background.
 
-``task_create`` validates the request and creates the task ``preparing``; a
-recipient list is staged in ``task_recipients`` at once (COPY on
-PostgreSQL), a tag's members by the preparation's first chunk. A task of up
+``task_create`` validates the request and creates the task ``preparing``,
+keeping a recipient list as one row (``task_recipient_lists``). The
+preparation's first chunk stages the recipients, one row each, in
+``task_recipients``: the list's, or the tag's members as they are then. A task of up
 to ``INLINE_MAX`` recipients is prepared inside the request and answered
 ``pending``. A larger one is answered ``preparing`` and prepared by a
 preparer: the Celery task ``queues.prepare_task`` when a broker is
@@ -47,7 +48,7 @@ from contacts.tag_manager import ContactTagManager
 from edm.dbclock import db_now
 from edm.ids import uuid7, uuid7_stamps
 from monitoring.services.task_wait import TaskWaitMonitorService
-from queues.models import SubTask, Task, TaskRecipient
+from queues.models import SubTask, Task, TaskRecipient, TaskRecipientList
 from queues.rotation import user_queue_activate
 
 logger = logging.getLogger(__name__)
@@ -87,29 +88,9 @@ def chunk_size() -> int:
 
 
 def recipients_stage(*, task: Task, recipients: Sequence[StagedRecipient]) -> None:
-    """Write a recipient list as the task's positions 1..n (COPY on PostgreSQL)."""
-    if connection.vendor == "postgresql":
-        from psycopg.types.json import Jsonb
-
-        columns = "task_id, position, email, first_name, last_name, attributes"
-        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY task_recipients ({columns}) FROM STDIN") as copy:
-            for position, r in enumerate(recipients, 1):
-                attributes = Jsonb(r.attributes) if r.attributes is not None else None
-                copy.write_row((task.pk, position, r.email, r.first_name, r.last_name, attributes))
-        return
-    TaskRecipient.objects.bulk_create(
-        (
-            TaskRecipient(
-                task=task,
-                position=position,
-                email=r.email,
-                first_name=r.first_name,
-                last_name=r.last_name,
-                attributes=r.attributes,
-            )
-            for position, r in enumerate(recipients, 1)
-        ),
-        batch_size=SQLITE_CHUNK,
+    """Keep a validated recipient list with the task (one row) for its preparation to stage."""
+    TaskRecipientList.objects.create(
+        task=task, recipients=[[r.email, r.first_name, r.last_name, r.attributes] for r in recipients]
     )
 
 
@@ -130,7 +111,7 @@ def task_prepare_chunk(*, task_id: uuid.UUID | None = None, size: int | None = N
         now = db_now()  # next_attempt_at and ready times are compared by claims
         fields = ["recipients_prepared", "recipients_total", "recipients_staged", "updated_at"]
         if not task.recipients_staged:
-            task.recipients_total = _stage_tag_members(task)
+            task.recipients_total = _stage_tag_members(task) if task.tag_id else _stage_list(task)
             task.recipients_staged = True
             created = 0
             done = task.recipients_total == 0
@@ -158,6 +139,34 @@ def _finish(task: Task, now: dt.datetime) -> list[str]:
     TaskWaitMonitorService.record_task_entry(task_id=task.pk, user_id=task.owner_id, entry_time=entry)
     user_queue_activate(user_ids=[task.owner_id], at=entry)
     return ["status"]
+
+
+def _stage_list(task: Task) -> int:
+    """Copy the task's recipient list into the staged recipients (positions in list order); returns how many."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO task_recipients (task_id, position, email, first_name, last_name, attributes)
+                SELECT l.task_id, r.position, r.item->>0, r.item->>1, r.item->>2, nullif(r.item->3, 'null'::jsonb)
+                FROM task_recipient_lists l, jsonb_array_elements(l.recipients) WITH ORDINALITY AS r (item, position)
+                WHERE l.task_id = %s
+                """,
+                [task.pk],
+            )
+            staged = cursor.rowcount
+    else:
+        listed = TaskRecipientList.objects.filter(task=task).values_list("recipients", flat=True).first() or []
+        TaskRecipient.objects.bulk_create(
+            (
+                TaskRecipient(task=task, position=position, email=e, first_name=f, last_name=la, attributes=a)
+                for position, (e, f, la, a) in enumerate(listed, 1)
+            ),
+            batch_size=SQLITE_CHUNK,
+        )
+        staged = len(listed)
+    TaskRecipientList.objects.filter(task=task).delete()
+    return staged
 
 
 def _stage_tag_members(task: Task) -> int:

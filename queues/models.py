@@ -160,8 +160,8 @@ class Task(models.Model):
     recipients_prepared = models.PositiveIntegerField(
         default=0, help_text="Recipients expanded into subtasks so far; equals the total once prepared."
     )
-    # Its recipients are in task_recipients (a list's from the start, a tag's
-    # members once the first chunk of the preparation has copied them).
+    # Its recipients are in task_recipients: the first chunk of the
+    # preparation copied them there (from its list, or its tag's members).
     recipients_staged = models.BooleanField(default=False, editable=False)
 
     class Meta:
@@ -190,9 +190,27 @@ class Task(models.Model):
         return self.name
 
 
+class TaskRecipientList(models.Model):
+    """A recipient list as the request gave it (validated), until the preparation stages it.
+
+    One row, not one per recipient: the request that creates a task of
+    100,000 recipients writes (and commits, WAL and all) a single compressed
+    value. Each entry is ``[email, first_name, last_name, attributes]``.
+    """
+
+    task = models.OneToOneField(Task, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    recipients = models.JSONField()
+
+    class Meta:
+        db_table = "task_recipient_lists"
+
+    def __str__(self) -> str:
+        return str(self.task_id)
+
+
 class TaskRecipient(models.Model):
-    """A recipient waiting to become a subtask: staged by task_create (a list) or by the preparation's
-    first chunk (a tag's members, with their contact), consumed by the preparation.
+    """A recipient waiting to become a subtask: staged by the preparation's first chunk (from the task's
+    TaskRecipientList, or its tag's members with their contact), consumed by the chunks after it.
 
     ``position`` numbers a task's recipients 1..n (list order, or contact id
     order for a tag). Each chunk turns the next positions into subtasks and

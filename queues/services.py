@@ -27,7 +27,7 @@ from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
 from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
 from queues.expansion import message_id_for as message_id_for  # its home before queues.expansion
-from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipient, UserQueue
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipient, TaskRecipientList, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
 
@@ -268,7 +268,6 @@ def task_create(
             tag=tag,
             status=Task.Status.PREPARING,
             recipients_total=total,
-            recipients_staged=parsed is not None,
         )
         if parsed is not None:
             recipients_stage(task=task, recipients=parsed)
@@ -403,6 +402,7 @@ def task_cancel(*, task: Task) -> int:
         cancelled = locked.subtasks.filter(status=SubTask.Status.PENDING).update(
             status=SubTask.Status.CANCELLED, updated_at=now
         )
+        TaskRecipientList.objects.filter(task=locked).delete()
         TaskRecipient.objects.filter(task=locked).delete()
         locked.status = Task.Status.CANCELLED
         locked.completed_at = now

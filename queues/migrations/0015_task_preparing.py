@@ -31,6 +31,25 @@ class Migration(migrations.Migration):
                 "ordering": ["task", "position"],
             },
         ),
+        migrations.CreateModel(
+            name="TaskRecipientList",
+            fields=[
+                (
+                    "task",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="queues.task",
+                    ),
+                ),
+                ("recipients", models.JSONField()),
+            ],
+            options={
+                "db_table": "task_recipient_lists",
+            },
+        ),
         migrations.AddField(
             model_name="task",
             name="recipients_prepared",

@@ -14,7 +14,7 @@ from monitoring.models import TaskWaitMetric
 from queues import expansion
 from queues.expansion import task_prepare_chunk, tasks_prepare
 from queues.maintenance import MaintenanceThread
-from queues.models import SubTask, Task, TaskRecipient, UserQueue
+from queues.models import SubTask, Task, TaskRecipient, TaskRecipientList, UserQueue
 from queues.scheduler.claim import claim_subtasks
 from queues.services import message_id_for, task_cancel, task_create, tasks_complete_if_done
 from tests.api_helpers import client_for
@@ -59,6 +59,7 @@ def assert_prepared_exactly(task: Task, expected: list[str]) -> None:
     for id_, message_id, email, contact_email, status in rows:
         assert (id_.version, message_id, contact_email, status) == (7, message_id_for(id_), email, "pending")
     assert not TaskRecipient.objects.filter(task=task).exists()
+    assert not TaskRecipientList.objects.filter(task=task).exists()
     assert TaskWaitMetric.objects.filter(task=task).count() == 1
     assert UserQueue.objects.get(user=task.owner).ready_at is not None
 
@@ -74,7 +75,7 @@ def test_the_api_answers_a_large_list_preparing_with_its_progress(user):
     assert body["progress"]["total"] == 0
     assert body["wait"] is None
     task = Task.objects.get(pk=body["id"])
-    assert TaskRecipient.objects.filter(task=task).count() == 1001
+    assert len(TaskRecipientList.objects.get(task=task).recipients) == 1001
     assert not UserQueue.objects.filter(user=user, ready_at__isnull=False).exists()
 
     assert tasks_prepare(size=400) == 1001
@@ -109,6 +110,7 @@ def test_progress_moves_chunk_by_chunk_and_the_contacts_are_upserted(user, conta
         progress.append((chunk.created, chunk.done, task.recipients_prepared, task.status))
 
     assert progress == [
+        (0, False, 0, "preparing"),  # the list staged, one row per recipient
         (10, False, 10, "preparing"),
         (10, False, 20, "preparing"),
         (5, True, 25, "pending"),
@@ -151,6 +153,7 @@ def test_a_tag_task_is_prepared_from_the_tags_contacts(user, contact_factory, ta
         None if i == 5 else c.pk for i, c in enumerate(by_id)
     ]
     assert not TaskRecipient.objects.filter(task=task).exists()
+    assert not TaskRecipientList.objects.filter(task=task).exists()
 
 
 def test_a_tag_emptied_while_preparing_fails_the_task(user, contact_factory, tag_factory, inline_max):
@@ -184,7 +187,7 @@ def test_bad_input_is_refused_up_front_and_creates_nothing(user, fields, field):
 
     assert response.status_code == 400, response.content
     assert field in response.json()["errors"]
-    assert (Task.objects.count(), TaskRecipient.objects.count(), Contact.objects.count()) == (0, 0, 0)
+    assert (Task.objects.count(), TaskRecipientList.objects.count(), Contact.objects.count()) == (0, 0, 0)
 
 
 def test_a_preparing_task_is_never_claimed_nor_completed(user, email_service, inline_max):
@@ -192,6 +195,7 @@ def test_a_preparing_task_is_never_claimed_nor_completed(user, email_service, in
     # Another task of the user is runnable: the rotation has the user, and still skips the preparing one.
     other = create_list_task(user, 2, prefix="other")
     task = create_list_task(user, 20)
+    task_prepare_chunk(task_id=task.pk, size=10)  # staged
     task_prepare_chunk(task_id=task.pk, size=10)
 
     claim = claim_subtasks(worker_id="test", limit=50, queue_config=get_config_by_category("queue"))
@@ -205,6 +209,7 @@ def test_a_preparing_task_is_never_claimed_nor_completed(user, email_service, in
 def test_cancel_stops_the_preparation(user, inline_max):
     inline_max(5)
     task = create_list_task(user, 20)
+    task_prepare_chunk(task_id=task.pk, size=8)  # staged
     task_prepare_chunk(task_id=task.pk, size=8)
 
     response = client_for(user).post(f"{URL}{task.pk}/cancel/")
@@ -215,6 +220,7 @@ def test_cancel_stops_the_preparation(user, inline_max):
     assert task_cancel(task=task) == 0
     assert set(SubTask.objects.filter(task=task).values_list("status", flat=True)) == {"cancelled"}
     assert not TaskRecipient.objects.exists()
+    assert not TaskRecipientList.objects.exists()
 
 
 def test_pause_of_a_preparing_task_is_refused_and_resume_leaves_it_preparing(user, inline_max):
@@ -236,12 +242,14 @@ def test_pause_of_a_preparing_task_is_refused_and_resume_leaves_it_preparing(use
 def test_delete_of_a_preparing_task_removes_everything(user, inline_max):
     inline_max(5)
     task = create_list_task(user, 20)
+    task_prepare_chunk(task_id=task.pk, size=8)  # staged
     task_prepare_chunk(task_id=task.pk, size=8)
 
     response = client_for(user).delete(f"{URL}{task.pk}/")
 
     assert response.status_code == 204, response.content
     assert (Task.objects.count(), SubTask.objects.count(), TaskRecipient.objects.count()) == (0, 0, 0)
+    assert not TaskRecipientList.objects.exists()
     assert tasks_prepare() == 0
 
 
@@ -250,6 +258,7 @@ def test_a_priority_changed_while_preparing_holds_for_every_subtask(user, inline
 
     inline_max(5)
     task = create_list_task(user, 20)
+    task_prepare_chunk(task_id=task.pk, size=8)  # staged
     task_prepare_chunk(task_id=task.pk, size=8)
 
     task_update(task=task, priority=7)
