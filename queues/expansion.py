@@ -349,6 +349,11 @@ def tasks_prepare(
     return created
 
 
+def preparations_pending() -> bool:
+    """Is any task still preparing? (Its subtasks are work to come: ``run_scheduler --until-empty`` waits.)"""
+    return Task.objects.filter(status=Task.Status.PREPARING).exists()
+
+
 def preparation_enqueue(task_id: uuid.UUID) -> None:
     """Hand a preparing task to Celery; without a broker the schedulers' maintenance thread prepares it.
 
