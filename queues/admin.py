@@ -226,13 +226,23 @@ class TaskForm(forms.ModelForm):
 
 @admin.register(Task)
 class TaskAdmin(OneAtATimeDeleteAdmin):
-    list_display = ("name", "owner", "status", "priority", "scheduled_at", "created_at", "completed_at")
+    list_display = ("name", "owner", "status", "recipients", "priority", "scheduled_at", "created_at", "completed_at")
     list_filter = ("status", "priority", "created_at")
     search_fields = ("name", "subject", "owner__username", "id")
     list_select_related = ("owner",)
     raw_id_fields = ("owner", "tag")
     # The status moves through the actions (and the scheduler), never by hand.
-    readonly_fields = ("owner", "tag", "status", "failure_reason", "created_at", "updated_at", "completed_at")
+    readonly_fields = (
+        "owner",
+        "tag",
+        "status",
+        "recipients_total",
+        "recipients_prepared",
+        "failure_reason",
+        "created_at",
+        "updated_at",
+        "completed_at",
+    )
     form = TaskForm
     date_hierarchy = "created_at"
     actions = ("pause_tasks", "resume_tasks", "cancel_tasks", "retry_failed_subtasks")
@@ -241,6 +251,12 @@ class TaskAdmin(OneAtATimeDeleteAdmin):
         # A task is created with its recipients (task_create: subtasks, rotation,
         # wait metric), which the API does; an empty admin form cannot.
         return False
+
+    @admin.display(description="recipients")
+    def recipients(self, task: Task) -> str:
+        if task.status == Task.Status.PREPARING:
+            return f"{task.recipients_prepared:,} of {task.recipients_total:,} prepared"
+        return f"{task.recipients_total:,}"
 
     def save_model(self, request: HttpRequest, obj: Task, form: forms.ModelForm, change: bool) -> None:
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in EDITABLE_IN}

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from contacts.models import Contact, Tag
 from contacts.tag_manager import ContactTagManager
+from queues.expansion import tasks_prepare
 from queues.models import EmailService, SubTask, Task
 from queues.services import task_create
 
@@ -68,6 +69,8 @@ def queue_demo_round() -> int:
             tag=tag,
             from_name=f"{tag.owner.username.title()} Newsletters",
         )
+        # Prepared here rather than in the background: the demo sends right after.
+        tasks_prepare(task_id=task.pk)
         queued += SubTask.objects.filter(task=task).count()
     return queued
 

@@ -32,6 +32,7 @@ from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
 from monitoring.services.samples import queue_sample_take, queue_samples_prune
 from monitoring.services.task_wait import TaskWaitMonitorService
+from queues.expansion import preparations_resume, tasks_prepare
 from queues.models import EmailService, MaintenanceRun, SendAttempt
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import quota_day
@@ -125,6 +126,12 @@ SWEEPS = {
             "Queue depth and ready services are charted over the last hours; samples past a week are deleted.",
         ),
         Sweep("prune", prune, 3600, "Old send attempts and dead heartbeats are deleted."),
+        Sweep(
+            "resume_preparations",
+            preparations_resume,
+            30,
+            "A task left preparing by a Celery worker that died (or a lost message) is queued again.",
+        ),
     ]
 }
 
@@ -178,8 +185,13 @@ def _try_lock(name: str) -> bool:
         return bool(cursor.fetchone()[0])
 
 
+# Preparation gets this much of each maintenance tick, so a large task does not hold up the sweeps.
+PREPARE_SECONDS = 5.0
+
+
 class MaintenanceThread(threading.Thread):
-    """Runs the due sweeps from inside run_scheduler (used when there is no Celery broker)."""
+    """Runs the due sweeps, and prepares preparing tasks, from inside run_scheduler (used when there is no
+    Celery broker)."""
 
     def __init__(self, stop: threading.Event) -> None:
         super().__init__(name="maintenance", daemon=True)
@@ -188,6 +200,12 @@ class MaintenanceThread(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.wait(1.0):
+                try:
+                    tasks_prepare(seconds=PREPARE_SECONDS, stop=self.stop)
+                except DatabaseError as exc:
+                    # The chunk under way rolled back; the next tick (or another scheduler) goes on from its cursor.
+                    logger.warning("task preparation failed", extra={"error": str(exc).strip()})
+                    connection.close()
                 try:
                     due = due_sweeps()
                 except DatabaseError as exc:

@@ -121,6 +121,9 @@ class Task(models.Model):
     """One sending job of a user: one message, many recipients (subtasks)."""
 
     class Status(models.TextChoices):
+        # Its recipients are being expanded into subtasks in the background
+        # (queues.expansion); it becomes pending once all of them exist.
+        PREPARING = "preparing", "Preparing"
         PENDING = "pending", "Pending"
         SENDING = "sending", "Sending"
         PAUSED = "paused", "Paused"
@@ -151,6 +154,15 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True, help_text="Why the whole task failed, when it did.")
+    recipients_total = models.PositiveIntegerField(
+        default=0, help_text="Recipients to prepare (for a tag, its members when the task was created)."
+    )
+    recipients_prepared = models.PositiveIntegerField(
+        default=0, help_text="Recipients expanded into subtasks so far; equals the total once prepared."
+    )
+    # Its recipients are in task_recipients: the first chunk of the
+    # preparation copied them there (from its list, or its tag's members).
+    recipients_staged = models.BooleanField(default=False, editable=False)
 
     class Meta:
         db_table = "tasks"
@@ -163,6 +175,9 @@ class Task(models.Model):
                 name="idx_tasks_owner_runnable",
                 condition=Q(status__in=["pending", "sending"]),
             ),
+            # The preparers' pick: status = 'preparing' ORDER BY created_at
+            # LIMIT 1 FOR UPDATE SKIP LOCKED (queues.expansion).
+            models.Index(fields=["created_at"], name="idx_tasks_preparing", condition=Q(status="preparing")),
             # Stuck-task recovery: status = 'sending' AND updated_at < now - 30 min.
             models.Index(
                 fields=["status", "updated_at"],
@@ -173,6 +188,61 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TaskRecipientList(models.Model):
+    """A recipient list as the request gave it (validated), until the preparation stages it.
+
+    One row, not one per recipient: the request that creates a task of
+    100,000 recipients writes (and commits, WAL and all) a single compressed
+    value. Each entry is ``[email, first_name, last_name, attributes]``.
+    """
+
+    task = models.OneToOneField(Task, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    recipients = models.JSONField()
+
+    class Meta:
+        db_table = "task_recipient_lists"
+
+    def __str__(self) -> str:
+        return str(self.task_id)
+
+
+class TaskRecipient(models.Model):
+    """A recipient waiting to become a subtask: staged by the preparation's first chunk (from the task's
+    TaskRecipientList, or its tag's members with their contact), consumed by the chunks after it.
+
+    ``position`` numbers a task's recipients 1..n (list order, or contact id
+    order for a tag). Each chunk turns the next positions into subtasks and
+    deletes their rows in the same transaction, so what is left here is
+    exactly what is still to do, and ``Task.recipients_prepared`` is the
+    position it resumes after.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, db_index=False, related_name="staged_recipients")
+    position = models.PositiveIntegerField()
+    email = models.EmailField(max_length=254)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    attributes = models.JSONField(null=True, blank=True)
+    # A tag member's contact. Not a constraint: a contact deleted meanwhile
+    # still gets its mail (its subtask's contact is empty), as it would have
+    # had the task been expanded when it was created.
+    contact = models.ForeignKey(
+        "contacts.Contact", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+
+    class Meta:
+        db_table = "task_recipients"
+        ordering = ["task", "position"]
+        constraints = [
+            # Also the index of the expansion's "task_id = %s AND position BETWEEN ...".
+            models.UniqueConstraint(fields=["task", "position"], name="uniq_task_recipients_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} #{self.position} {self.email}"
 
 
 class SubTask(models.Model):

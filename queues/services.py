@@ -7,34 +7,33 @@ changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import EmailValidator, validate_email
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, ProtectedError, QuerySet
+from django.db.models import Count, Exists, Func, IntegerField, OuterRef, ProtectedError, QuerySet
 from django.utils import timezone
 
 from contacts.models import Contact, Tag
-from contacts.tag_manager import ContactTagManager
 from edm.dbclock import db_now
-from edm.ids import uuid7
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
-from monitoring.services.task_wait import TaskWaitMonitorService
-from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
+from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
+from queues.expansion import message_id_for as message_id_for  # its home before queues.expansion
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipient, TaskRecipientList, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
 from queues.wakeup import notify_work
 
 logger = logging.getLogger(__name__)
 
-BATCH = 2000
 MAX_SUBJECT = 998
 MAX_NAME = 200  # Task.name
 MAX_EMAIL = 254
@@ -81,11 +80,6 @@ class Recipient:
     attributes: dict | None = None
 
 
-def message_id_for(subtask_id: uuid.UUID) -> str:
-    """The subtask's Message-ID, generated once and used on every attempt."""
-    return f"<{subtask_id.hex}@{settings.EDM_MESSAGE_ID_DOMAIN}>"
-
-
 def normalise_email(address: str) -> str:
     local, _, domain = address.strip().rpartition("@")
     return f"{local}@{domain.lower()}"
@@ -102,11 +96,7 @@ def parse_recipients(raw: Iterable[Any]) -> list[Recipient]:
             errors.append(f"item {index}: expected an address or an object with an 'email'")
             continue
         email = normalise_email(item["email"])
-        try:
-            validate_email(email)
-            if len(email) > MAX_EMAIL:  # RFC 5321's path limit; the columns hold no more
-                raise ValidationError("too long")
-        except ValidationError:
+        if len(email) > MAX_EMAIL or not is_valid_email(email):  # RFC 5321's path limit; the columns hold no more
             errors.append(f"item {index}: {item['email'][:100]!r} is not a valid e-mail address")
             continue
         if _has_nul(item):
@@ -137,10 +127,36 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(map(_has_nul, value)) or any(map(_has_nul, value.values()))
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+_USER_PART = re.compile(EmailValidator.user_regex.pattern, EmailValidator.user_regex.flags)
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_domain(domain: str) -> bool:
+    return domain in validate_email.domain_allowlist or validate_email.validate_domain_part(domain)
+
+
+def is_valid_email(value: str) -> bool:
+    """Django's validate_email, with the domain's check cached: a list of 100,000 addresses has few domains."""
+    if not value or "@" not in value or len(value) > 320:
+        return False
+    user, domain = value.rsplit("@", 1)
+    return bool(_USER_PART.match(user)) and _valid_domain(domain)
+
+
+class JSONArrayLength(Func):
+    """The length of a JSON list column, counted by the database (a tag's may hold 100,000 ids)."""
+
+    function = "json_array_length"
+    output_field = IntegerField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        return self.as_sql(compiler, connection, function="jsonb_array_length", **extra)
 
 
 def _validate_content(*, name: str, subject: str, body_text: str, body_html: str, from_name: str) -> None:
@@ -213,7 +229,13 @@ def task_create(
     from_name: str = "",
     reply_to: str = "",
 ) -> Task:
-    """Create a task for a recipient list or a tag's contacts, expand it into subtasks and queue it."""
+    """Create a task for a recipient list or a tag's contacts; it is queued once expanded into subtasks.
+
+    Everything is validated first: bad input raises and creates nothing. A
+    task of up to INLINE_MAX recipients is expanded here and comes back
+    pending; a larger one comes back preparing and is expanded in the
+    background (queues.expansion), then becomes pending by itself.
+    """
     if (recipients is None) == (tag is None):
         raise TaskValidationError({"recipients": ["give either a recipient list or a tag, not both or neither"]})
     _validate_content(name=name, subject=subject, body_text=body_text, body_html=body_html, from_name=from_name)
@@ -224,7 +246,15 @@ def task_create(
     if parsed is not None and not parsed:
         raise TaskValidationError({"recipients": ["the list is empty"]})
 
-    now = db_now()  # next_attempt_at and ready times are compared by claims
+    # For a tag, the ids it lists (read in SQL: the list may be long); the preparation
+    # copies its members as they are then, and the total becomes their number.
+    if parsed is not None:
+        total = len(parsed)
+    else:
+        total = Tag.objects.filter(pk=tag.pk).values_list(JSONArrayLength("contacts"), flat=True)[0]
+    if total == 0:
+        raise TaskValidationError({"tag": ["the tag has no contacts"]})
+
     with transaction.atomic():
         task = Task.objects.create(
             owner=owner,
@@ -237,69 +267,18 @@ def task_create(
             from_name=from_name,
             reply_to=reply_to,
             tag=tag,
+            status=Task.Status.PREPARING,
+            recipients_total=total,
         )
-        chunks = _contact_chunks_for_list(owner, parsed) if parsed is not None else _contact_chunks_for_tag(tag)
-        created = 0
-        for contacts in chunks:
-            created += _create_subtasks(task, contacts, now)
-        if created == 0:
+        if parsed is not None:
+            recipients_stage(task=task, recipients=parsed)
+        if total > INLINE_MAX:
+            transaction.on_commit(lambda: preparation_enqueue(task.pk))
+            return task
+        task = task_prepare_all(task=task)
+        if task.recipients_prepared == 0:  # a tag whose members are all gone
             raise TaskValidationError({"tag": ["the tag has no contacts"]})
-        entry = max(now, scheduled_at) if scheduled_at else now
-        TaskWaitMonitorService.record_task_entry(task_id=task.pk, user_id=owner.pk, entry_time=entry)
-        user_queue_activate(user_ids=[owner.pk], at=entry)
     return task
-
-
-def _contact_chunks_for_list(owner, recipients: list[Recipient]) -> Iterator[list[tuple[uuid.UUID, str]]]:
-    for start in range(0, len(recipients), BATCH):
-        chunk = recipients[start : start + BATCH]
-        Contact.objects.bulk_create(
-            [
-                Contact(
-                    owner=owner,
-                    email=r.email,
-                    first_name=r.first_name,
-                    last_name=r.last_name,
-                    attributes=r.attributes or {},
-                )
-                for r in chunk
-            ],
-            ignore_conflicts=True,
-        )
-        ids = dict(Contact.objects.filter(owner=owner, email__in=[r.email for r in chunk]).values_list("email", "id"))
-        yield [(ids[r.email], r.email) for r in chunk if r.email in ids]
-
-
-def _contact_chunks_for_tag(tag: Tag) -> Iterator[list[tuple[uuid.UUID, str]]]:
-    contacts = ContactTagManager().contacts_of_tag(tag.pk).order_by("pk").values_list("id", "email")
-    chunk: list[tuple[uuid.UUID, str]] = []
-    for row in contacts.iterator(chunk_size=BATCH):
-        chunk.append(row)
-        if len(chunk) == BATCH:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _create_subtasks(task: Task, contacts: list[tuple[uuid.UUID, str]], now: dt.datetime) -> int:
-    subtasks = []
-    for contact_id, email in contacts:
-        subtask_id = uuid7()
-        subtasks.append(
-            SubTask(
-                id=subtask_id,
-                task=task,
-                owner_id=task.owner_id,
-                contact_id=contact_id,
-                recipient_email=email,
-                priority=task.priority,
-                message_id=message_id_for(subtask_id),
-                next_attempt_at=now,
-            )
-        )
-    SubTask.objects.bulk_create(subtasks, batch_size=BATCH)
-    return len(subtasks)
 
 
 def _locked_task(task_id: uuid.UUID) -> Task:
@@ -313,9 +292,11 @@ def _locked_task(task_id: uuid.UUID) -> Task:
 CONTENT_FIELDS = ("subject", "body_text", "body_html", "from_name", "reply_to")
 EDITABLE_IN = {
     "name": tuple(Task.Status),
-    **dict.fromkeys(CONTENT_FIELDS, (Task.Status.PENDING, Task.Status.PAUSED, Task.Status.FAILED)),
-    "scheduled_at": (Task.Status.PENDING, Task.Status.SENDING, Task.Status.PAUSED),
-    "priority": (Task.Status.PENDING, Task.Status.SENDING, Task.Status.PAUSED),
+    **dict.fromkeys(
+        CONTENT_FIELDS, (Task.Status.PREPARING, Task.Status.PENDING, Task.Status.PAUSED, Task.Status.FAILED)
+    ),
+    "scheduled_at": (Task.Status.PREPARING, Task.Status.PENDING, Task.Status.SENDING, Task.Status.PAUSED),
+    "priority": (Task.Status.PREPARING, Task.Status.PENDING, Task.Status.SENDING, Task.Status.PAUSED),
 }
 
 
@@ -378,6 +359,10 @@ def task_pause(*, task: Task) -> Task:
         locked = _locked_task(task.pk)
         if locked.status == Task.Status.PAUSED:
             return locked
+        if locked.status == Task.Status.PREPARING:
+            raise TaskStateError(
+                "a preparing task cannot be paused: it sends nothing until prepared; cancel it, or pause it then"
+            )
         if locked.status not in RUNNABLE:
             raise TaskStateError(f"a {locked.status} task cannot be paused")
         locked.status = Task.Status.PAUSED
@@ -389,8 +374,8 @@ def task_resume(*, task: Task) -> Task:
     """Continue a paused task where it stopped: only its pending subtasks are sent."""
     with transaction.atomic():
         locked = _locked_task(task.pk)
-        if locked.status in RUNNABLE:
-            return locked
+        if locked.status in (*RUNNABLE, Task.Status.PREPARING):
+            return locked  # not paused: it goes on (a preparing one is queued once prepared)
         if locked.status != Task.Status.PAUSED:
             raise TaskStateError(f"a {locked.status} task cannot be resumed")
         started = locked.subtasks.exclude(status=SubTask.Status.PENDING).exists()
@@ -403,17 +388,23 @@ def task_resume(*, task: Task) -> Task:
 
 
 def task_cancel(*, task: Task) -> int:
-    """Cancel the task and its pending subtasks; returns how many subtasks were cancelled."""
+    """Cancel the task and its pending subtasks; returns how many subtasks were cancelled.
+
+    A preparing task stops preparing: the row lock waits for a chunk under
+    way, and no preparer takes a cancelled task up again.
+    """
     with transaction.atomic():
         locked = _locked_task(task.pk)
         if locked.status == Task.Status.CANCELLED:
             return 0
-        if locked.status not in (*RUNNABLE, Task.Status.PAUSED):
+        if locked.status not in (*RUNNABLE, Task.Status.PAUSED, Task.Status.PREPARING):
             raise TaskStateError(f"a {locked.status} task cannot be cancelled")
         now = timezone.now()
         cancelled = locked.subtasks.filter(status=SubTask.Status.PENDING).update(
             status=SubTask.Status.CANCELLED, updated_at=now
         )
+        TaskRecipientList.objects.filter(task=locked).delete()
+        TaskRecipient.objects.filter(task=locked).delete()
         locked.status = Task.Status.CANCELLED
         locked.completed_at = now
         locked.save(update_fields=["status", "completed_at", "updated_at"])

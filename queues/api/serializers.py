@@ -215,7 +215,8 @@ class TaskCreateSerializer(serializers.Serializer):
         super().__init__(*args, **kwargs)
         request = self.context.get("request")
         if request is not None and request.user.is_authenticated:
-            self.fields["tag"].queryset = Tag.objects.filter(owner=request.user)
+            # Without the member list: a tag's may hold 100,000 ids, and task_create counts them in SQL.
+            self.fields["tag"].queryset = Tag.objects.filter(owner=request.user).defer("contacts")
 
 
 class TaskWaitSerializer(serializers.ModelSerializer):
@@ -254,6 +255,8 @@ class TaskSerializer(serializers.ModelSerializer):
             "scheduled_at",
             "status",
             "failure_reason",
+            "recipients_total",
+            "recipients_prepared",
             "progress",
             "wait",
             "created_at",

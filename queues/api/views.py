@@ -118,6 +118,12 @@ class TaskViewSet(
 
     @extend_schema(
         summary="Create a task for a recipient list or one of your tags, and queue it",
+        description=(
+            "Validated at once: bad input is a 400 and creates nothing. A task of up to 1,000 recipients is "
+            "expanded into subtasks before the answer and comes back `pending`; a larger one comes back "
+            "`preparing` and is expanded in the background (`recipients_prepared` of `recipients_total`), "
+            "then becomes `pending` by itself. Nothing of a task is sent while it is preparing."
+        ),
         request=serializers.TaskCreateSerializer,
         responses={201: serializers.TaskSerializer},
     )

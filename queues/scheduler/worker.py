@@ -50,6 +50,7 @@ from config.services import get_config_by_category
 from edm.dbclock import db_now
 from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
+from queues.expansion import preparations_pending
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.scheduler.claim import (
     Claim,
@@ -895,9 +896,13 @@ class SchedulerWorker:
 
 
 def work_remaining() -> bool:
-    """Is any subtask of a runnable, due task still to be sent (now or after a retry delay)?"""
-    return SubTask.objects.filter(
-        Q(task__scheduled_at__isnull=True) | Q(task__scheduled_at__lte=Now()),
-        status__in=(SubTask.Status.PENDING, SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING),
-        task__status__in=(Task.Status.PENDING, Task.Status.SENDING),
-    ).exists()
+    """Is any subtask of a runnable, due task still to be sent (now or after a retry delay), or a task
+    still preparing?"""
+    return (
+        preparations_pending()
+        or SubTask.objects.filter(
+            Q(task__scheduled_at__isnull=True) | Q(task__scheduled_at__lte=Now()),
+            status__in=(SubTask.Status.PENDING, SubTask.Status.ALLOCATED, SubTask.Status.PROCESSING),
+            task__status__in=(Task.Status.PENDING, Task.Status.SENDING),
+        ).exists()
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.services import ConfigManagerService
+from queues.expansion import tasks_prepare
 from queues.models import EmailService, MaintenanceRun, SubTask
 from queues.services import task_create
 
@@ -107,6 +108,7 @@ def queue_mail(user_factory, total: int, users: int) -> list:
                 recipients=[{"email": f"r{i}@u{u}.example", "first_name": f"R{i}"} for i in range(n)],
             )
         )
+    tasks_prepare()  # large ones are prepared in the background otherwise: the drills start from sendable mail
     return tasks
 
 

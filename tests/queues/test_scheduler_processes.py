@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from monitoring.models import Alert, WorkerHeartbeat
+from queues.expansion import tasks_prepare
 from queues.models import SendAttempt, SubTask, Task
 from queues.services import task_cancel, task_create, task_pause, task_resume
 from tests.schedulers import wait_until
@@ -23,7 +24,7 @@ def make_services(factory, sink, count, **fields):
 
 
 def make_task(owner, n, *, prefix="r", **kwargs):
-    return task_create(
+    task = task_create(
         owner=owner,
         name=kwargs.pop("name", f"task of {owner.username}"),
         subject="Hello {{ contact.first_name }}",
@@ -31,6 +32,9 @@ def make_task(owner, n, *, prefix="r", **kwargs):
         recipients=[{"email": f"{prefix}{i}@{owner.username}.example", "first_name": f"R{i}"} for i in range(n)],
         **kwargs,
     )
+    tasks_prepare(task_id=task.pk)  # over 1,000 recipients it would be prepared in the background
+    task.refresh_from_db()
+    return task
 
 
 def statuses() -> Counter:
