@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("queues", "0014_service_max_connections"),
+        ("queues", "0015_task_preparing"),
     ]
 
     operations = [
