@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from queues.scheduler.slots import StartGate
 from queues.scheduler.transports import ServiceConfig, open_transport
 
 
@@ -38,6 +39,7 @@ class ConnectionPools:
         self._lock = threading.Lock()
         self._pools: dict[uuid.UUID, _ServicePool] = {}
         self._caps: dict[uuid.UUID, int] = {}  # each service's max_connections, as last seen
+        self._gates: dict[uuid.UUID, StartGate] = {}  # each rate-limited service's starts in this process
 
     def _pool(self, service: ServiceConfig) -> _ServicePool:
         self._caps[service.id] = service.max_connections
@@ -45,6 +47,13 @@ class ConnectionPools:
         if pool is None:
             pool = self._pools[service.id] = _ServicePool(allowed=0 if self.shared else service.max_connections)
         return pool
+
+    def gate(self, service_id: uuid.UUID) -> StartGate:
+        with self._lock:
+            gate = self._gates.get(service_id)
+            if gate is None:
+                gate = self._gates[service_id] = StartGate()
+            return gate
 
     def try_acquire(self, service: ServiceConfig) -> bool:
         """A permit to send one mail through ``service`` now, if its connections allow."""

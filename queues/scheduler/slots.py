@@ -13,6 +13,14 @@ judged on this process's estimate of the database's clock, its error
 included) or gives the mail back: a send that started late could come closer
 than ``sending_rate`` to the next slot's. A slot whose mail is given back stays
 unused; the spacing only ever grows.
+
+Within a process the spacing is also kept causally (``StartGate``): a send
+starts only once the previous send of its service has put its MAIL FROM on
+the wire, ``sending_rate`` after that moment, so a thread held up between its
+check and its write (the machine busy) delays the next send instead of
+crowding it. Consecutive slots of a service mostly belong to one claim, so to
+one process; between claims the next claim's first slot keeps
+``SLOT_BOUNDARY_SECONDS`` more.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 # A send starts within this of its slot, or not at all; slots are spaced
 # sending_rate + window apart, so the starts are at least sending_rate apart.
 SLOT_WINDOW_SECONDS = 0.003
+# Between one claim's last slot of a service and the next claim's first (which
+# may be another process's): room for a start held up after its window check.
+SLOT_BOUNDARY_SECONDS = 0.01
 # How far ahead one claim takes a service's slots: enough to keep a service
 # busy while the next claim runs, little enough that a paused task or a dead
 # worker wastes at most this much of the service's time.
@@ -49,7 +61,60 @@ def slots_per_claim(rate: float) -> int:
 def plan(first: dt.datetime, rate: float, count: int) -> tuple[list[dt.datetime], dt.datetime]:
     """``count`` slots from ``first``, and the service's next free moment after them."""
     step = dt.timedelta(seconds=slot_spacing(rate))
-    return [first + i * step for i in range(count)], first + count * step
+    return [first + i * step for i in range(count)], first + count * step + dt.timedelta(seconds=SLOT_BOUNDARY_SECONDS)
+
+
+class StartGate:
+    """One service's starts in this process: each inside its slot's window and ``rate`` after the last one's write.
+
+    ``enter(window, rate)`` returns when the send may put its MAIL FROM on the
+    wire, or raises StartMissed; ``written()`` follows the write (also when it
+    failed: the bytes may have left).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._writing = 0  # sends between enter() and written()
+        self._last_write = float("-inf")
+
+    def enter(self, window: tuple[float, float], rate: float) -> None:
+        start, end = window
+        with self._changed:
+            while True:
+                now = self._clock()
+                earliest = max(start, self._last_write + rate)
+                if earliest > end or now > end:
+                    raise StartMissed(f"{max(now, earliest) - end:.4f} s after the window closed")
+                if not self._writing and now >= earliest:
+                    self._writing += 1
+                    return
+                self._changed.wait(max(0.0, (end if self._writing else earliest) - now) + 0.0001)
+
+    def written(self) -> None:
+        with self._changed:
+            self._writing -= 1
+            self._last_write = max(self._last_write, self._clock())
+            self._changed.notify_all()
+
+
+class StartMissed(Exception):
+    """A rate slot's start window passed before the mail could start: nothing was sent."""
+
+
+@dataclass(frozen=True)
+class SlotStart:
+    """One send's slot: its window, its service's rate and the service's gate in this process."""
+
+    gate: StartGate
+    window: tuple[float, float]
+    rate: float
+
+    def enter(self) -> None:
+        self.gate.enter(self.window, self.rate)
+
+    def written(self) -> None:
+        self.gate.written()
 
 
 class DbClock:

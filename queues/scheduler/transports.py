@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail
+from queues.scheduler.slots import SlotStart, StartMissed
 
 logger = logging.getLogger(__name__)
 
@@ -45,24 +46,6 @@ IDLE_CHECK_SECONDS = 20.0
 # of the service's socket timeouts, never more: the worker's deadline, the
 # backend bound below and recovery's horizons all count on it.
 SEND_TIMEOUTS = 3
-
-
-class StartMissed(Exception):
-    """A rate slot's start window passed before the mail could start: nothing was sent."""
-
-
-_PAUSE = threading.Event()  # never set: waits that hold on hosts whose clock is skewed (unlike time.sleep)
-
-
-def wait_for_window(window: tuple[float, float] | None) -> None:
-    """Wait for a rate slot's window (time.monotonic() bounds) to open; StartMissed if it has closed."""
-    if window is None:
-        return
-    start, end = window
-    while (delay := start - time.monotonic()) > 0:
-        _PAUSE.wait(delay)
-    if (late := time.monotonic() - end) > 0:
-        raise StartMissed(f"{late * 1000:.1f} ms after the window closed")
 
 
 @dataclass(frozen=True)
@@ -137,18 +120,17 @@ class SmtpTransport:
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
         self._deadline: float | None = None
-        self._window: tuple[float, float] | None = None
+        self._slot: SlotStart | None = None
 
-    def send(
-        self, mail: RenderedMail, *, deadline: float | None = None, window: tuple[float, float] | None = None
-    ) -> Delivery:
+    def send(self, mail: RenderedMail, *, deadline: float | None = None, slot: SlotStart | None = None) -> Delivery:
         """Send one mail; with a deadline (time.monotonic()), every socket wait ends by then.
 
-        With a ``window``, MAIL FROM goes out inside it (the connection is opened
-        before waiting), or nothing goes out and StartMissed is raised.
+        With a rate ``slot``, MAIL FROM goes out when the slot allows (the
+        connection is opened before waiting), or nothing goes out and
+        StartMissed is raised.
         """
         self._deadline = deadline
-        self._window = window
+        self._slot = slot
         reused = self._smtp is not None
         try:
             self._ensure_open()
@@ -157,6 +139,9 @@ class SmtpTransport:
             if reused and exc.delivery.code is None and not exc.after_data:
                 # The server dropped a reused session before it accepted anything: reconnect once.
                 self.close()
+                if slot is not None:
+                    # Its MAIL FROM may have gone out: a second one now would not keep the rate.
+                    raise StartMissed("the kept-open connection had been closed by the server") from None
                 try:
                     self._ensure_open()
                     return self._transaction(mail)
@@ -238,10 +223,12 @@ class SmtpTransport:
     def _transaction(self, mail: RenderedMail) -> Delivery:
         smtp = self._smtp
         assert smtp is not None
-        wait_for_window(self._window)
+        slot, self._slot = self._slot, None  # one MAIL FROM per slot
+        if slot is not None:
+            slot.enter()
         self._last_used = time.monotonic()
         try:
-            mail_reply, rcpt_reply, data_reply = self._envelope(smtp, mail, self._arm)
+            mail_reply, rcpt_reply, data_reply = self._envelope(smtp, mail, self._arm, slot)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _StageError(Delivery(TRANSIENT, None, f"connection lost: {exc}", service_fault=True)) from None
         if mail_reply[0] != 250:
@@ -266,17 +253,24 @@ class SmtpTransport:
         return Delivery(SENT, code, _decode(reply))
 
     @staticmethod
-    def _envelope(smtp: smtplib.SMTP, mail: RenderedMail, arm) -> tuple[tuple[int, bytes], ...]:
+    def _envelope(
+        smtp: smtplib.SMTP, mail: RenderedMail, arm, slot: SlotStart | None = None
+    ) -> tuple[tuple[int, bytes], ...]:
         """MAIL FROM, RCPT TO and DATA; in one write when the server offers PIPELINING (RFC 2920).
 
         Commands go out with putcmd/send, not smtp.mail()/rcpt(): those
         re-parse each address with email.utils (about 0.2 ms each), and ours
-        are validated already.
+        are validated already. A rate slot is told as soon as MAIL FROM is on
+        the wire (or failed to go): the service's next send may start from then.
         """
         commands = f"MAIL FROM:<{mail.from_email}>\r\nRCPT TO:<{mail.recipient}>\r\nDATA\r\n"
         if smtp.has_extn("pipelining"):
             arm(smtp)
-            smtp.send(commands)
+            try:
+                smtp.send(commands)
+            finally:
+                if slot is not None:
+                    slot.written()
             replies = []
             for _ in range(3):
                 arm(smtp)
@@ -290,7 +284,12 @@ class SmtpTransport:
         replies = []
         for command in commands.split("\r\n")[:3]:
             arm(smtp)
-            smtp.send(command + "\r\n")
+            try:
+                smtp.send(command + "\r\n")
+            finally:
+                if slot is not None:
+                    slot.written()
+                    slot = None
             arm(smtp)
             replies.append(smtp.getreply())
             if replies[-1][0] >= 400:
@@ -343,12 +342,12 @@ class BackendTransport:
         self.config = config
         self._backend = None
 
-    def send(
-        self, mail: RenderedMail, *, deadline: float | None = None, window: tuple[float, float] | None = None
-    ) -> Delivery:
+    def send(self, mail: RenderedMail, *, deadline: float | None = None, slot: SlotStart | None = None) -> Delivery:
         if deadline is None:
             deadline = time.monotonic() + SEND_TIMEOUTS * self.config.timeout
-        wait_for_window(window)
+        if slot is not None:
+            slot.enter()  # the call starts now: the service's next send may start a rate from here
+            slot.written()
         call = _BackendCall(self, self._backend, mail)
         self._backend = None  # the call owns it until it hands it back
         finished = call.wait(deadline - time.monotonic())

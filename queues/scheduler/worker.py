@@ -64,7 +64,7 @@ from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_t
 from queues.scheduler.outcomes import DATA_ERRORS, OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.pool import ConnectionPools
 from queues.scheduler.sharing import ShareKeeper
-from queues.scheduler.slots import SLOT_WINDOW_SECONDS, DbClock
+from queues.scheduler.slots import SLOT_WINDOW_SECONDS, DbClock, SlotStart, StartMissed
 from queues.scheduler.starter import SendStarter
 from queues.scheduler.transports import (
     PERMANENT,
@@ -72,7 +72,6 @@ from queues.scheduler.transports import (
     TRANSIENT,
     Delivery,
     ServiceConfig,
-    StartMissed,
 )
 from queues.services import task_fail
 from queues.templates import TemplateError
@@ -699,7 +698,12 @@ class SchedulerWorker:
         else:
             transport = self._pools.checkout(work.service)
             try:
-                delivery = transport.send(mail, deadline=time.monotonic() + work.budget, window=work.window)
+                slot = (
+                    None
+                    if work.window is None
+                    else SlotStart(self._pools.gate(work.service.id), work.window, work.rate)
+                )
+                delivery = transport.send(mail, deadline=time.monotonic() + work.budget, slot=slot)
             except StartMissed as exc:
                 # Its rate slot passed (the process was too busy): nothing went out, the mail goes back.
                 logger.info("rate slot missed", extra={"subtask": str(work.item.id), "late": str(exc)})

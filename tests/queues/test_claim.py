@@ -13,7 +13,7 @@ from django.utils import timezone
 from config.services import get_config_by_category
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_release, claims_start, quota_day
-from queues.scheduler.slots import SLOT_LEAD_SECONDS, SLOT_WINDOW_SECONDS, slots_per_claim
+from queues.scheduler.slots import SLOT_BOUNDARY_SECONDS, SLOT_LEAD_SECONDS, SLOT_WINDOW_SECONDS, slots_per_claim
 from queues.services import task_cancel, task_create, task_pause
 
 
@@ -213,7 +213,7 @@ def test_a_rate_limited_service_hands_out_slots_a_rate_apart_up_to_a_second_ahea
     assert starts == [first.started_at + lead + k * spacing for k in range(3)]
     service.refresh_from_db()
     # The next free moment is past the last slot: no other claim can start closer.
-    assert service.next_available_at == starts[-1] + spacing
+    assert service.next_available_at == starts[-1] + spacing + dt.timedelta(seconds=SLOT_BOUNDARY_SECONDS)
     assert claim(10).status is ClaimStatus.NO_SERVICE
 
 

