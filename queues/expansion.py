@@ -104,6 +104,12 @@ def task_prepare_chunk(*, task_id: uuid.UUID | None = None, size: int | None = N
     """
     size = size or chunk_size()
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A chunk's commit does not wait for its WAL to reach disk (most of a
+            # chunk's time otherwise). A database crash can lose the last chunks
+            # committed, their progress with them: the preparation redoes them.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         preparing = Task.objects.select_for_update(skip_locked=True).filter(status=Task.Status.PREPARING)
         task = preparing.filter(pk=task_id).first() if task_id else preparing.order_by("created_at").first()
         if task is None:
