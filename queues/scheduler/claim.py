@@ -108,10 +108,17 @@ def quota_day(now: dt.datetime, tz_name: str) -> dt.date:
 
 
 def ready_services_query(today: dt.date) -> Q:
-    """The plan's ready condition, plus a failure back-off; a quota counted for an earlier day no longer counts."""
+    """The plan's ready condition, plus a failure back-off; a quota counted for an earlier day no longer counts.
+
+    A rate-limited service is ready a claim's lead before its next free moment:
+    its next slots then follow on from the last claim's without a gap.
+    """
     return (
         Q(is_enabled=True)
-        & (Q(next_available_at__isnull=True) | Q(next_available_at__lte=Now()))
+        & (
+            Q(next_available_at__isnull=True)
+            | Q(next_available_at__lte=Now() + dt.timedelta(seconds=rate_slots.SLOT_LEAD_SECONDS))
+        )
         & (Q(backoff_until__isnull=True) | Q(backoff_until__lte=Now()))
         & (Q(used_quota__lt=F("daily_quota")) | Q(quota_date__isnull=True) | Q(quota_date__lt=today))
         & Q(daily_quota__gt=0)

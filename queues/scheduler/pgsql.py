@@ -18,6 +18,8 @@ from decimal import Decimal
 import psycopg
 from django.db import connection
 
+from queues.scheduler import slots
+
 
 def array(values: Sequence[object]) -> str:
     """A PostgreSQL array literal ('{...}'), passed as one text parameter and cast in SQL.
@@ -51,6 +53,8 @@ def _execute(sql: str, params: dict) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
+# A rate-limited service is ready once its next free moment is within a
+# claim's lead (its slots then follow on from the last claim's, with no gap).
 # Readiness is judged by the database's clock (statement_timestamp(), like
 # Django's Now()), so hosts with skewed clocks cannot break a sending_rate.
 # The same bound as a parameter (the claim's moment, also read from the
@@ -63,7 +67,8 @@ SELECT id, updated_at, from_email, daily_quota, used_quota, quota_date, sending_
 FROM email_services
 WHERE is_enabled AND daily_quota > 0
   AND (next_available_at IS NULL
-       OR (next_available_at <= %(now)s AND next_available_at <= statement_timestamp()))
+       OR (next_available_at <= %(now)s + %(lead)s * interval '1 second'
+           AND next_available_at <= statement_timestamp() + %(lead)s * interval '1 second'))
   AND (backoff_until IS NULL OR backoff_until <= statement_timestamp())
   AND (used_quota < daily_quota OR quota_date IS NULL OR quota_date < %(today)s)
 ORDER BY used_quota, last_sent_at NULLS FIRST, id
@@ -74,7 +79,8 @@ FOR UPDATE SKIP LOCKED
 
 def ready_services(*, today: dt.date, limit: int, now: dt.datetime) -> list[tuple]:
     """The plan's ready-service query, in its order, locked; the columns of claim.ReadyService."""
-    return _execute(READY_SERVICES_SQL, {"today": today, "limit": limit, "now": now})
+    params = {"today": today, "limit": limit, "now": now, "lead": slots.SLOT_LEAD_SECONDS}
+    return _execute(READY_SERVICES_SQL, params)
 
 
 RESERVE_SQL = """

@@ -25,6 +25,7 @@ from queues.scheduler.transports import ServiceConfig, open_transport
 class _ServicePool:
     allowed: int
     busy: int = 0  # permits out (a sender is or will be using a connection)
+    connected: int = 0  # permits whose sender has taken its connection (the rest will take an idle one, or open one)
     idle: list = field(default_factory=list)  # (open transport nobody uses, since when: time.monotonic())
     waiting: int = 0  # mails waiting for a permit (demand, for the share)
 
@@ -75,6 +76,7 @@ class ConnectionPools:
         """An open transport of the service for a permit's holder (idle one, or a new one)."""
         with self._lock:
             pool = self._pool(service)
+            pool.connected += 1
             transport = pool.idle.pop()[0] if pool.idle else None
         if transport is not None:
             if transport.config.version == service.version:
@@ -83,17 +85,32 @@ class ConnectionPools:
         return open_transport(service)
 
     def checkin(self, transport) -> None:
-        """The sender is done with ``transport`` and its permit: kept open for the next mail unless over the share."""
+        """The sender is done with ``transport`` and its permit: kept open for the next mail unless over the share.
+
+        A connection over the share is closed before its permit goes back: the
+        relay must have seen it end before a sender may open another.
+        """
         service_id = transport.config.id
         with self._lock:
             pool = self._pools.get(service_id)
-            keep = pool is not None and pool.busy + len(pool.idle) <= pool.allowed
+            keep = pool is not None and self._eventually_open(pool) <= pool.allowed
+            if keep:
+                pool.busy -= 1
+                pool.connected -= 1
+                pool.idle.append((transport, time.monotonic()))
+                return
+        transport.close()
+        with self._lock:
+            pool = self._pools.get(service_id)
             if pool is not None and pool.busy > 0:
                 pool.busy -= 1
-            if keep:
-                pool.idle.append((transport, time.monotonic()))
-        if not keep:
-            transport.close()
+                pool.connected -= 1
+
+    @staticmethod
+    def _eventually_open(pool: _ServicePool) -> int:
+        """Connections open once every permit out has its connection: the permits, and the idle ones left over."""
+        pending = pool.busy - pool.connected
+        return pool.busy + max(0, len(pool.idle) - pending)
 
     def set_waiting(self, waiting: dict[uuid.UUID, tuple[ServiceConfig, int]]) -> None:
         """Mails waiting for a permit, per service: the demand ``demand()`` reports."""
@@ -115,7 +132,7 @@ class ConnectionPools:
                 sid: min(self._caps.get(sid, p.allowed), p.busy + len(p.idle) + p.waiting)
                 for sid, p in self._pools.items()
             }
-            holding = {sid: max(p.busy + len(p.idle), p.allowed) for sid, p in self._pools.items()}
+            holding = {sid: max(self._eventually_open(p), p.allowed) for sid, p in self._pools.items()}
             for sid in [sid for sid in wanted if not wanted[sid] and not holding[sid]]:
                 del self._pools[sid]  # nothing wanted or held: released at this renewal
         return wanted, holding
@@ -137,7 +154,10 @@ class ConnectionPools:
         with self._lock:
             for service_id, pool in self._pools.items():
                 pool.allowed = allowed.get(service_id, 0)
-                while pool.idle and pool.busy + len(pool.idle) > pool.allowed:
+                # Idle connections that permits already out will take are not surplus.
+                while pool.idle and len(pool.idle) > pool.busy - pool.connected and (
+                    self._eventually_open(pool) > pool.allowed
+                ):
                     surplus.append(pool.idle.pop(0)[0])
         for transport in surplus:
             transport.close()
@@ -146,7 +166,7 @@ class ConnectionPools:
         """No new connections until the share is known again (a renewal failed): keep only what is open."""
         with self._lock:
             for pool in self._pools.values():
-                pool.allowed = min(pool.allowed, pool.busy + len(pool.idle))
+                pool.allowed = min(pool.allowed, self._eventually_open(pool))
 
     def close_all(self) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ from queues.scheduler.transports import ServiceConfig
 logger = logging.getLogger(__name__)
 
 RENEW_SECONDS = 0.5  # renewal period while nothing asks for more
-MIN_RENEW_SECONDS = 0.02  # never more often than this, even when asked
+MIN_RENEW_SECONDS = 0.1  # never more often than this, even when asked: each change may close connections
 IDLE_CLOSE_SECONDS = 30.0  # an idle connection is closed (and its share freed) after this
 
 

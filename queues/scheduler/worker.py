@@ -64,7 +64,7 @@ from queues.scheduler.messages import CompiledTask, UnsendableAddress, compile_t
 from queues.scheduler.outcomes import DATA_ERRORS, OutcomeRecorder, RecordSummary, SendResult
 from queues.scheduler.pool import ConnectionPools
 from queues.scheduler.sharing import ShareKeeper
-from queues.scheduler.slots import SLOT_WINDOW_SECONDS, DbClock, SlotStart, StartMissed
+from queues.scheduler.slots import SLOT_LEAD_SECONDS, SLOT_WINDOW_SECONDS, DbClock, SlotStart, StartMissed
 from queues.scheduler.starter import SendStarter
 from queues.scheduler.transports import (
     PERMANENT,
@@ -395,6 +395,8 @@ class SchedulerWorker:
             soonest = EmailService.objects.filter(is_enabled=True, next_available_at__gt=now).aggregate(
                 at=Min("next_available_at")
             )["at"]
+            if soonest is not None:  # claimable a lead before its next slot
+                soonest -= dt.timedelta(seconds=SLOT_LEAD_SECONDS)
         else:
             limit = config["no_work_sleep_seconds"]
             soonest = UserQueue.objects.filter(ready_at__gt=now).aggregate(at=Min("ready_at"))["at"]

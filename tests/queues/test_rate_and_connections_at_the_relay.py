@@ -12,9 +12,12 @@ scheduler's together.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import Counter
 
+import psycopg
 import pytest
+from django.db import connection
 
 from queues.models import SubTask
 from queues.services import task_create
@@ -81,3 +84,54 @@ def test_no_service_gets_more_connections_than_its_cap_from_all_schedulers_toget
     assert 1 <= smtp_sink.peak_by_sender[roomy.from_email] <= 10
     # The cap is the bound, not the usual: three schedulers together did use more than one connection each.
     assert smtp_sink.peak_by_sender[roomy.from_email] > 3
+
+
+class GrantWatcher:
+    """Samples the live connection grants from its own connection: the most recorded at once, per service."""
+
+    def __init__(self) -> None:
+        self.most: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GrantWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        params = connection.get_connection_params()
+        with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True) as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT service_id, sum(connections) FROM service_connection_grants"
+                    " WHERE expires_at > statement_timestamp() GROUP BY service_id"
+                ).fetchall()
+                for service_id, total in rows:
+                    self.most[service_id] = max(self.most.get(service_id, 0), total)
+                self._stop.wait(0.002)
+
+
+def test_schedulers_sharing_busy_services_never_exceed_their_caps_at_the_relay_or_in_the_grants(
+    smtp_sink, email_service_factory, user_factory, schedulers
+):
+    # Every scheduler wants more than its share of every service all the time:
+    # the shares move between them as their demand does.
+    smtp_sink.latency = 0.005
+    services = [
+        email_service_factory(port=smtp_sink.port, sending_rate=0, max_connections=5, daily_quota=100_000)
+        for _ in range(5)
+    ]
+    queue_mail(user_factory, 6000, users=20)
+
+    with GrantWatcher() as grants:
+        schedulers.start(3, "--until-empty", "--maintenance", "off")
+        assert schedulers.wait(timeout=300) == [0, 0, 0], schedulers.logs()
+
+    assert len(smtp_sink.snapshot()) == 6000
+    for service in services:
+        assert 1 <= smtp_sink.peak_by_sender[service.from_email] <= 5
+        assert 1 <= grants.most[service.pk] <= 5
