@@ -155,8 +155,10 @@ class ConnectionPools:
             for service_id, pool in self._pools.items():
                 pool.allowed = allowed.get(service_id, 0)
                 # Idle connections that permits already out will take are not surplus.
-                while pool.idle and len(pool.idle) > pool.busy - pool.connected and (
-                    self._eventually_open(pool) > pool.allowed
+                while (
+                    pool.idle
+                    and len(pool.idle) > pool.busy - pool.connected
+                    and (self._eventually_open(pool) > pool.allowed)
                 ):
                     surplus.append(pool.idle.pop(0)[0])
         for transport in surplus:
