@@ -134,7 +134,7 @@ _SETTINGS = [
         "queue",
         "claim_batch_size",
         int,
-        20,
+        50,
         "Most subtasks one claim takes. Larger: less database work per mail; smaller: the order mails "
         "leave in follows the fair rotation more closely across processes.",
         1,

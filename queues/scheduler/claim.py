@@ -399,16 +399,16 @@ def _reserve(
             claim.slots.update((p[1], at) for p, at in zip(taken, starts, strict=True))
         charges.append((service.id, len(taken), next_free))
         claim.services[service.id] = service
+    starting = {p[2] for p in picks if p[3] == Task.Status.PENDING}
     if connection.vendor == "postgresql":
-        rows = pgsql.reserve(assignment=assignment, token=token, worker_id=worker_id, now=started_at)
+        rows = pgsql.reserve(assignment=assignment, token=token, worker_id=worker_id, now=started_at, starting=starting)
         pgsql.charge_services(charges=charges, today=today)
     else:
         rows = _reserve_portable(assignment, charges, token=token, worker_id=worker_id, now=started_at, today=today)
-    starting = {p[2] for p in picks if p[3] == Task.Status.PENDING}
-    if starting:
-        Task.objects.filter(pk__in=starting, status=Task.Status.PENDING).update(
-            status=Task.Status.SENDING, updated_at=started_at
-        )
+        if starting:
+            Task.objects.filter(pk__in=starting, status=Task.Status.PENDING).update(
+                status=Task.Status.SENDING, updated_at=started_at
+            )
     items = {row[0]: _item(row) for row in rows}
     claim.items = [items[a[0]] for a in assignment if a[0] in items]
     return claim

@@ -84,7 +84,11 @@ def ready_services(*, today: dt.date, limit: int, now: dt.datetime) -> list[tupl
 
 
 RESERVE_SQL = """
-WITH upd AS (
+WITH starting AS (
+    -- The claim's tasks that had not started sending yet: sending from now.
+    UPDATE tasks SET status = 'sending', updated_at = %(now)s
+    WHERE id = ANY(%(starting)s::uuid[]) AND status = 'pending'
+), upd AS (
     UPDATE subtasks s
     SET status = 'allocated', service_id = v.service_id, sender_email = v.sender,
         claim_token = %(token)s, claimed_by = %(worker)s, claimed_at = %(now)s, updated_at = %(now)s
@@ -108,8 +112,10 @@ def reserve(
     token: uuid.UUID,
     worker_id: str,
     now: dt.datetime,
+    starting: Collection[uuid.UUID] = (),
 ) -> list[tuple]:
-    """Mark (subtask, service, sender) rows allocated; returns what a sender needs of each."""
+    """Mark (subtask, service, sender) rows allocated (and ``starting`` tasks sending); returns what a sender
+    needs of each."""
     return _execute(
         RESERVE_SQL,
         {
@@ -119,6 +125,7 @@ def reserve(
             "token": token,
             "worker": worker_id,
             "now": now,
+            "starting": array(list(starting)),
         },
     )
 

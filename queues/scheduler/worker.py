@@ -28,6 +28,7 @@ the dead-worker recovery rule gives its claims to others.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 import queue
@@ -86,6 +87,7 @@ IDLE_TICK_SECONDS = 0.5  # idle sleeps re-read the configuration this often
 # rate-limited service stays reserved until its send is recorded.
 RECORD_WAIT_SECONDS = 0.02
 TASK_CACHE_SECONDS = 60.0
+TASK_CACHE_SIZE = 10_000  # compiled tasks kept; the oldest half is dropped past it
 # A rate slot's mail goes to a sender this long before its slot: time to mark it
 # processing, hand it over and connect (the sender then waits for the slot itself).
 SLOT_HANDOVER_SECONDS = 0.1
@@ -579,8 +581,12 @@ class SchedulerWorker:
                 except TemplateError as exc:
                     broken[task.pk] = f"the task's templates cannot be used: {exc}"
                     logger.warning("task templates do not compile", extra={"task": str(task.pk), "error": str(exc)})
-        if len(self._tasks) > 10_000:
-            self._tasks = {k: v for k, v in self._tasks.items() if now - v[0] <= TASK_CACHE_SECONDS}
+        if len(self._tasks) > TASK_CACHE_SIZE:
+            # The oldest entries first (insertion order): one-recipient tasks
+            # are each used once, and a scan of the whole cache per claim cost
+            # more than the claim.
+            for task_id in list(itertools.islice(self._tasks, len(self._tasks) - TASK_CACHE_SIZE // 2)):
+                del self._tasks[task_id]
         return {t: self._tasks[t][1] for t in versions if t in self._tasks}, broken
 
     def _heartbeat(self, *, started: bool = False, stopped: bool = False) -> None:
