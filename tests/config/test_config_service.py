@@ -10,7 +10,7 @@ from config.services import ConfigManagerService, get_config_by_category
 def test_defaults_are_typed_and_complete(db):
     queue = get_config_by_category("queue")
     assert queue["default_sending_rate"] == 1.0
-    assert (queue["max_retries"], queue["claim_batch_size"]) == (5, 20)
+    assert (queue["max_retries"], queue["claim_batch_size"]) == (5, 50)
     assert (queue["no_service_sleep_seconds"], queue["no_work_sleep_seconds"], queue["error_sleep_seconds"]) == (
         1.0,
         2.0,
