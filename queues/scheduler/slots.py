@@ -102,19 +102,28 @@ class StartMissed(Exception):
     """A rate slot's start window passed before the mail could start: nothing was sent."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SlotStart:
     """One send's slot: its window, its service's rate and the service's gate in this process."""
 
     gate: StartGate
     window: tuple[float, float]
     rate: float
+    _open: bool = False  # entered, not yet written
 
     def enter(self) -> None:
         self.gate.enter(self.window, self.rate)
+        self._open = True
 
     def written(self) -> None:
-        self.gate.written()
+        """MAIL FROM is on the wire (or failed to go)."""
+        if self._open:
+            self._open = False
+            self.gate.written()
+
+    def release(self) -> None:
+        """The send ended before reaching MAIL FROM (or somewhere unforeseen): as written, to be safe."""
+        self.written()
 
 
 class DbClock:

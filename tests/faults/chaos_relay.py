@@ -18,6 +18,7 @@ import asyncio
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -193,6 +194,7 @@ class ChaosRelay:
             return len(self.arrivals)
 
     def start(self) -> ChaosRelay:
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))  # prompt MAIL FROM stamps (see queues.sink)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="soak-relay", daemon=True)
         self._thread.start()

@@ -304,7 +304,7 @@ def test_the_ready_service_query_uses_its_partial_index(big_queue):
     from queues.scheduler.pgsql import READY_SERVICES_SQL
 
     with connection.cursor() as cursor:
-        params = {"today": timezone.now().date(), "limit": 16, "now": timezone.now()}
+        params = {"today": timezone.now().date(), "limit": 16, "now": timezone.now(), "lead": 0.15}
         cursor.execute("EXPLAIN " + READY_SERVICES_SQL, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "idx_email_services_next_available_enabled" in plan, plan

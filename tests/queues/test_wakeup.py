@@ -109,7 +109,7 @@ def test_new_resumed_and_given_back_work_and_an_enabled_service_notify(
     claim = claim_subtasks(worker_id="w", limit=5, queue_config=queue_config())
     assert [i.task_id for i in claim.items] == [task.pk]
     listening()
-    claims_release(token=claim.token, ids=[i.id for i in claim.items], leases={}, quota_timezone="UTC")
+    claims_release(token=claim.token, ids=[i.id for i in claim.items], quota_timezone="UTC")
     assert listening() == 1
     assert SubTask.objects.get().status == SubTask.Status.PENDING
 
