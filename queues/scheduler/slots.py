@@ -38,6 +38,9 @@ SLOT_WINDOW_SECONDS = 0.003
 # Between one claim's last slot of a service and the next claim's first (which
 # may be another process's): room for a start held up after its window check.
 SLOT_BOUNDARY_SECONDS = 0.01
+# After a late start, the next send of the service in this process keeps this
+# much more than the rate from it (the slots' own spacing has the window's 3 ms).
+GATE_MARGIN_SECONDS = 0.001
 # How far ahead one claim takes a service's slots: enough to keep a service
 # busy while the next claim runs, little enough that a paused task or a dead
 # worker wastes at most this much of the service's time.
@@ -83,7 +86,7 @@ class StartGate:
         with self._changed:
             while True:
                 now = self._clock()
-                earliest = max(start, self._last_write + rate)
+                earliest = max(start, self._last_write + rate + GATE_MARGIN_SECONDS)
                 if earliest > end or now > end:
                     raise StartMissed(f"{max(now, earliest) - end:.4f} s after the window closed")
                 if not self._writing and now >= earliest:

@@ -229,12 +229,11 @@ class SmtpTransport:
         self._last_used = time.monotonic()
         try:
             mail_reply, rcpt_reply, data_reply = self._envelope(smtp, mail, self._arm, slot)
-        except BaseException:
-            if slot is not None:
-                slot.release()  # MAIL FROM may not have gone out: the gate must not wait for it
-            raise
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _StageError(Delivery(TRANSIENT, None, f"connection lost: {exc}", service_fault=True)) from None
+        finally:
+            if slot is not None:
+                slot.release()  # whatever ended the envelope (a deadline, say): the gate must not wait for it
         if mail_reply[0] != 250:
             self._rset()
             raise _StageError(Delivery(TRANSIENT, mail_reply[0], _decode(mail_reply[1]), service_fault=True))

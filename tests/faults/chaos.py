@@ -234,6 +234,9 @@ class Gap:
     required: float
 
 
+RATE_TOLERANCE = 0.002  # the relay's own MAIL FROM stamps
+
+
 def check_rate(arrivals: list[Arrival], timeline: ServiceTimeline, grace: float) -> tuple[Finding, Gap | None]:
     """No two sends of a service start closer than the smallest rate in force around them.
 
@@ -255,7 +258,7 @@ def check_rate(arrivals: list[Arrival], timeline: ServiceTimeline, grace: float)
                 continue
             if tightest is None or (b - a) / required < tightest.gap / tightest.required:
                 tightest = Gap(email, b - a, required)
-            if b - a < required - 0.001:
+            if b - a < required - RATE_TOLERANCE:
                 finding.fail(f"{email}: two sends {b - a:.3f} s apart at {_clock(a)}, rate in force {required:g} s")
     return finding, tightest
 

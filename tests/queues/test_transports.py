@@ -13,6 +13,7 @@ import pytest
 from django.core import mail as django_mail
 
 from queues.scheduler.messages import RenderedMail
+from queues.scheduler.slots import SlotStart, StartGate, StartMissed
 from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, ServiceConfig, open_transport
 from tests.faults.harness import TarPit
 from tests.processes import child_environment
@@ -286,3 +287,16 @@ def test_a_backend_service_sends_through_a_real_smtp_server(smtp_sink):
     assert transport.send(mail(message_id="<be@t>")).outcome == SENT
     transport.close()
     assert [r.message_id for r in smtp_sink.snapshot()] == ["<be@t>"]
+
+
+def test_a_send_that_fails_after_entering_its_rate_slot_leaves_the_services_gate_open(smtp_sink):
+    transport = open_transport(config(smtp_sink.port))
+    assert transport.send(mail(message_id="<1@t>")).outcome == SENT  # the session is open
+    gate = StartGate()
+    now = time.monotonic()
+    # The deadline has passed: the envelope fails after the slot let it start (and the slot is not tried again).
+    with pytest.raises(StartMissed):
+        transport.send(mail(message_id="<2@t>"), deadline=now - 1, slot=SlotStart(gate, (now, now + 5), 0.0))
+    now = time.monotonic()
+    sent = transport.send(mail(message_id="<3@t>"), slot=SlotStart(gate, (now, now + 0.5), 0.0))
+    assert sent.outcome == SENT  # not held until its window closed by a start that never wrote
