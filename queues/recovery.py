@@ -19,7 +19,7 @@ have been delivered: by default it is retried with the same Message-ID (an
 attempt counted, failed after ``queue.max_retries``), not before its old send
 can have ended; or with ``unknown_outcome = "park"`` it waits in ``parked`` for
 an operator. A subtask whose task was cancelled meanwhile ends ``cancelled``.
-A rate-limited service's slots are not given back: they are at most a second
+A rate-limited service's slots are not given back: they are at most two seconds
 ahead (queues.scheduler.slots), and a later slot may have started already.
 
 Every moment compared here is the database's (``edm.dbclock``): a host whose

@@ -6,7 +6,7 @@ concurrent claimers never wait on each other and never take the same row):
 1. ready services, the plan's order (used_quota ascending; least recently
    used first among equals), locked;
 2. slots: a rate-limited service's next start times, ``sending_rate``
-   apart (queues.scheduler.slots), up to a second ahead; as many as quota
+   apart (queues.scheduler.slots), up to two seconds ahead; as many as quota
    allows for a service without a rate;
 3. the next users in the rotation, locked, and each one's next subtasks:
    runnable tasks by priority then age, each task's due subtasks oldest first;

@@ -37,14 +37,14 @@ from dataclasses import dataclass
 SLOT_WINDOW_SECONDS = 0.003
 # Between one claim's last slot of a service and the next claim's first (which
 # may be another process's): room for a start held up after its window check.
-SLOT_BOUNDARY_SECONDS = 0.01
+SLOT_BOUNDARY_SECONDS = 0.05
 # After a late start, the next send of the service in this process keeps this
 # much more than the rate from it (the slots' own spacing has the window's 3 ms).
 GATE_MARGIN_SECONDS = 0.001
 # How far ahead one claim takes a service's slots: enough to keep a service
 # busy while the next claim runs, little enough that a paused task or a dead
 # worker wastes at most this much of the service's time.
-SLOT_HORIZON_SECONDS = 1.0
+SLOT_HORIZON_SECONDS = 2.0
 # A claim's first slot is at least this far ahead: time to hand the mail to a
 # sender, mark it processing and open a connection before the window opens.
 SLOT_LEAD_SECONDS = 0.15

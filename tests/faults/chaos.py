@@ -234,7 +234,11 @@ class Gap:
     required: float
 
 
-RATE_TOLERANCE = 0.002  # the relay's own MAIL FROM stamps
+# The relay's own MAIL FROM stamps. It shares two cores with three schedulers,
+# PostgreSQL and the operator, and stamps late by up to ~10 ms under the soak's
+# load; the dedicated rate tests, whose relay nothing disturbs, allow 2 ms
+# (tests/queues/test_rate_and_connections_at_the_relay.py).
+RATE_TOLERANCE = 0.01
 
 
 def check_rate(arrivals: list[Arrival], timeline: ServiceTimeline, grace: float) -> tuple[Finding, Gap | None]:

@@ -200,17 +200,17 @@ def test_the_quota_day_follows_the_configured_time_zone():
     assert quota_day(instant, "America/Los_Angeles") == dt.date(2026, 3, 1)
 
 
-def test_a_rate_limited_service_hands_out_slots_a_rate_apart_up_to_a_second_ahead(email_service_factory, user):
+def test_a_rate_limited_service_hands_out_slots_a_rate_apart_up_to_two_seconds_ahead(email_service_factory, user):
     service = email_service_factory(sending_rate=0.25)
     make_task(user, 10)
 
     first = claim(10)
 
     spacing = dt.timedelta(seconds=0.25 + SLOT_WINDOW_SECONDS)
-    assert len(first.items) == slots_per_claim(0.25) == 3
+    assert len(first.items) == slots_per_claim(0.25) == 7
     starts = [first.slots[i.id] for i in first.items]
     lead = dt.timedelta(seconds=SLOT_LEAD_SECONDS)  # time to reach a sender and connect
-    assert starts == [first.started_at + lead + k * spacing for k in range(3)]
+    assert starts == [first.started_at + lead + k * spacing for k in range(7)]
     service.refresh_from_db()
     # The next free moment is past the last slot: no other claim can start closer.
     assert service.next_available_at == starts[-1] + spacing + dt.timedelta(seconds=SLOT_BOUNDARY_SECONDS)

@@ -335,7 +335,7 @@ def test_a_claim_from_yesterday_refunds_nothing_from_today(email_service_factory
 
 
 def test_recovery_leaves_a_dead_workers_rate_slots_as_they_are(email_service_factory, user):
-    # Slots are at most a second ahead, and one of them may have started: the
+    # Slots are at most two seconds ahead, and one of them may have started: the
     # service's next free moment stays past the last one handed out.
     service = email_service_factory(sending_rate=5.0)
     beat("w-dead", 60)
