@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "config",
     "contacts",
     "queues",
+    "deliverability",
     "monitoring",
 ]
 

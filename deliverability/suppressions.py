@@ -1,0 +1,64 @@
+"""Adding to and reading the suppression list."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from deliverability.models import Suppression
+
+
+def email_normalise(email: str) -> str:
+    return email.strip().lower()
+
+
+def suppression_add(
+    *,
+    owner_id: int | None,
+    email: str,
+    reason: str,
+    source: str,
+    task_id: uuid.UUID | None = None,
+    subtask_id: uuid.UUID | None = None,
+    service_id: int | None = None,
+    detail: str = "",
+) -> tuple[Suppression, bool]:
+    """Suppress ``email`` for ``owner_id`` (None: platform-wide); returns (entry, created).
+
+    Idempotent: an address already suppressed keeps its first entry (reason,
+    source and time of the first event), whatever the later ones say.
+    """
+    email = email_normalise(email)
+    existing = Suppression.objects.filter(owner_id=owner_id, email=email).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            entry = Suppression.objects.create(
+                owner_id=owner_id,
+                email=email,
+                reason=reason,
+                source=source,
+                task_id=task_id,
+                subtask_id=subtask_id,
+                service_id=service_id,
+                detail=detail,
+            )
+    except IntegrityError:  # added meanwhile by another process
+        return Suppression.objects.get(owner_id=owner_id, email=email), False
+    return entry, True
+
+
+def suppressed_among(*, owner_id: int, emails: Iterable[str]) -> set[str]:
+    """The lowercased addresses of ``emails`` that ``owner_id``'s mail must not go to (own or platform list)."""
+    wanted = {email_normalise(e) for e in emails}
+    if not wanted:
+        return set()
+    return set(
+        Suppression.objects.filter(Q(owner_id=owner_id) | Q(owner__isnull=True), email__in=wanted).values_list(
+            "email", flat=True
+        )
+    )
