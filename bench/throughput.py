@@ -47,7 +47,7 @@ from typing import Any
 
 import relay as relay_client
 
-from common import ROOT, recreate_database, setup_django
+from common import ROOT, bench_services_create, bench_task_create, recreate_database, setup_django
 
 BENCH = Path(__file__).resolve().parent
 
@@ -163,34 +163,13 @@ def fresh_database() -> None:
 def queue_mails(*, port: int, scenario: Scenario, mails: int, users: int) -> list[str]:
     """The services (pointing at the relay) and the tasks; returns the services' from_email addresses."""
     from accounts.models import User
-    from queues.models import EmailService
-    from queues.services import task_create
 
-    services = [
-        EmailService(
-            name=f"bench-{i}",
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            from_email=f"bench-{i}@edm.example",
-            sending_rate=scenario.sending_rate,
-            daily_quota=10_000_000,
-        )
-        for i in range(scenario.services)
-    ]
-    EmailService.objects.bulk_create(services)
+    services = bench_services_create(port=port, count=scenario.services, sending_rate=scenario.sending_rate)
     users = max(1, min(users, mails))
     for i in range(users):
         owner = User.objects.create(username=f"u{i}")
         count = mails // users + (1 if i < mails % users else 0)
-        task_create(
-            owner=owner,
-            name=f"bench {i}",
-            subject="Hello {{ contact.first_name }}",
-            body_text="Hi {{ contact.first_name }}, this is a benchmark mail.\n" * 5,
-            body_html="<p>Hi <b>{{ contact.first_name }}</b>, this is a benchmark mail.</p>" * 5,
-            recipients=[{"email": f"r{j}@u{i}.example", "first_name": f"R{j}"} for j in range(count)],
-        )
+        bench_task_create(owner=owner, name=f"bench {i}", recipients=count, domain=f"u{i}.example")
     return [s.from_email for s in services]
 
 
