@@ -110,3 +110,14 @@ def env_redis_url(name: str, *, environ: Mapping[str, str] | None = None) -> str
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"{name}={url!r} is not a Redis URL (redis://host:port/db)")
     return url
+
+
+def env_basic_auth_list(name: str, *, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated ``user:password`` pairs (more than one while a secret is being rotated)."""
+    pairs = env_list(name, [], environ=environ)
+    for pair in pairs:
+        user, colon, password = pair.partition(":")
+        if not (user and colon and password):
+            # The message must not echo the value: it is a secret.
+            raise ImproperlyConfigured(f"{name} must be user:password (comma-separated to accept several)")
+    return pairs

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from edm.env import (
+    env_basic_auth_list,
     env_bool,
     env_database,
     env_int,
@@ -47,6 +48,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_celery_beat",
     "django_prometheus",
+    "anymail",
     "accounts",
     "config",
     "contacts",
@@ -219,6 +221,23 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 # Staff alert mails (alerts.notify_staff) must never hang the process that sends them.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+
+# --- ESP tracking webhooks (django-anymail; see README "ESP webhooks") ----
+
+# Without a webhook secret every ESP webhook is refused (deliverability.webhook_urls).
+# ESPs that sign their posts also need their own key (their webhook is refused without it);
+# the others rely on the secret alone. MANDRILL_WEBHOOK_URL: the public URL Mandrill signs,
+# when a proxy changes the one Django sees.
+_ANYMAIL_ESP_KEYS = (
+    "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "MAILERSEND_SIGNING_SECRET",
+    "MANDRILL_WEBHOOK_KEY",
+    "MANDRILL_WEBHOOK_URL",
+)
+ANYMAIL = {name: value for name in _ANYMAIL_ESP_KEYS if (value := env_str(name))}
+_webhook_secrets = env_basic_auth_list("ANYMAIL_WEBHOOK_SECRET")
+if _webhook_secrets:
+    ANYMAIL["WEBHOOK_SECRET"] = _webhook_secrets
 
 # --- Checks and logging ---------------------------------------------------
 

@@ -7,6 +7,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("edm.api.urls")),
     path("metrics", metrics_view, name="prometheus-django-metrics"),
+    # ESP tracking webhooks (bounces, complaints, unsubscribes): deliverability/webhook_urls.py.
+    path("webhooks/anymail/", include("deliverability.webhook_urls")),
 ]
 
 handler400 = "edm.api.errors.bad_request"
