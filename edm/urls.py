@@ -1,12 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from deliverability.views import unsubscribe_view
 from monitoring.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("edm.api.urls")),
     path("metrics", metrics_view, name="prometheus-django-metrics"),
+    # deliverability.unsubscribe.PATH: the links in sent mail point here.
+    path("u/<str:token>/", unsubscribe_view, name="unsubscribe"),
 ]
 
 handler400 = "edm.api.errors.bad_request"
