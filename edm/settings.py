@@ -14,8 +14,10 @@ from edm.env import (
     env_basic_auth_list,
     env_bool,
     env_database,
+    env_email,
     env_int,
     env_list,
+    env_public_url,
     env_redis_url,
     env_required,
     env_str,
@@ -212,6 +214,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 
 # Message-IDs are generated once per subtask with this domain, so every
 # attempt of a subtask carries the same ID whichever service sends it.
 EDM_MESSAGE_ID_DOMAIN = env_str("EDM_MESSAGE_ID_DOMAIN", "edm.localhost")
+# Where recipients reach this site: campaign mail's unsubscribe links start with it.
+EDM_PUBLIC_URL = env_public_url("EDM_PUBLIC_URL", "http://127.0.0.1:8000")
+# Optional: a mailbox offered as a second List-Unsubscribe method (its mail is not read by this project).
+EDM_UNSUBSCRIBE_MAILTO = env_email("EDM_UNSUBSCRIBE_MAILTO")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "edm@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")

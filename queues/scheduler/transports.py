@@ -406,7 +406,7 @@ class BackendTransport:
             from_email=mail.from_header,
             to=[mail.recipient],
             reply_to=[mail.reply_to] if mail.reply_to else None,
-            headers={"Message-ID": mail.message_id},
+            headers={"Message-ID": mail.message_id, **dict(mail.extra_headers)},
             connection=backend,
         )
         if mail.html is not None:
