@@ -124,6 +124,8 @@ def env_basic_auth_list(name: str, *, environ: Mapping[str, str] | None = None) 
             # The message must not echo the value: it is a secret.
             raise ImproperlyConfigured(f"{name} must be user:password (comma-separated to accept several)")
     return pairs
+
+
 # What may appear in a URL unescaped (RFC 3986), so the value goes into a mail header as it is.
 _URL_CHARS = re.compile(r"^[A-Za-z0-9._~:/@!$&'()*+,;=%-]+$")
 MAX_PUBLIC_URL = 200
