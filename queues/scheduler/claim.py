@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import logging
 import math
 import time
 import uuid
@@ -33,7 +34,7 @@ import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest, Now
 from django.utils import timezone
@@ -46,6 +47,8 @@ from queues.scheduler import pgsql
 from queues.scheduler import slots as rate_slots
 from queues.scheduler.suppressed import Pick, picks_drop_suppressed
 from queues.services import tasks_complete_if_done
+
+logger = logging.getLogger(__name__)
 
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
 MAX_SERVICES_PER_CLAIM = 16
@@ -182,10 +185,21 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict, max_leases
     claim.clock_sample = clock_sample
     if suppressed:
         claim.suppressed = suppressed
-        # After the commit: of two claims suppressing a task's last recipients,
-        # the later check sees both (as a batch of outcomes does).
-        tasks_complete_if_done({task_id for _, task_id in suppressed})
+        _finish_suppressed_tasks({task_id for _, task_id in suppressed})
     return claim
+
+
+def _finish_suppressed_tasks(task_ids: set[uuid.UUID]) -> None:
+    """Finish the tasks left with nothing to send; after the commit, so that of two claims suppressing a
+    task's last recipients the later check sees both (as with a batch of outcomes).
+
+    Bookkeeping: a failure here must not lose the claim just committed. The
+    tasks are sending, so the stuck-task recovery finishes them later.
+    """
+    try:
+        tasks_complete_if_done(task_ids)
+    except DatabaseError:
+        logger.warning("could not finish tasks after suppressing recipients", extra={"tasks": len(task_ids)})
 
 
 def _lock_ready_services(today: dt.date, limit: int, now: dt.datetime) -> list[ReadyService]:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from config.services import get_config_by_category
@@ -15,6 +15,7 @@ from deliverability.models import Suppression
 from deliverability.suppressions import suppression_add
 from monitoring.services.tasks import TaskMonitorService
 from queues.models import SendAttempt, SubTask, Task
+from queues.recovery import FailureRecoveryService
 from queues.reports import format_report, run_report
 from queues.scheduler import slots as rate_slots
 from queues.scheduler.claim import ClaimStatus, claim_subtasks
@@ -113,6 +114,32 @@ def test_a_task_with_every_recipient_suppressed_completes_without_charging_any_s
     assert not SendAttempt.objects.exists()
     assert claim(10).status is ClaimStatus.RETRY  # the owner found idle leaves the rotation
     assert claim(10).status is ClaimStatus.NO_WORK
+
+
+def test_a_lost_finishing_step_keeps_the_claim_and_the_stuck_task_recovery_finishes_the_task(
+    service, user, monkeypatch
+):
+    done = make_task(user, ["gone@example.com"], "done")
+    make_task(user, ["ok@example.com"], "other")
+    suppress(user, "gone@example.com")
+
+    def database_gone(task_ids):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("queues.scheduler.claim.tasks_complete_if_done", database_gone)
+    result = claim(10)
+    monkeypatch.undo()
+
+    assert [i.recipient_email for i in result.items] == ["ok@example.com"]  # the claim is kept
+    done.refresh_from_db()
+    assert done.status == "sending"
+    Task.objects.filter(pk=done.pk).update(updated_at=timezone.now() - dt.timedelta(minutes=31))
+
+    report = FailureRecoveryService().run()
+
+    assert report.counts["stuck_task.completed"] == 1
+    done.refresh_from_db()
+    assert done.status == "completed"
 
 
 def test_suppressed_picks_take_no_rate_slot(email_service_factory, user):
