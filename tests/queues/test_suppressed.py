@@ -252,3 +252,31 @@ def test_the_suppression_check_probes_the_lists_unique_indexes(user_factory, ser
     for index in ("uniq_suppressions_owner_email", "uniq_suppressions_platform_email"):
         assert index in plan, plan
     assert "Seq Scan on suppressions" not in plan, plan
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_several_schedulers_skip_suppressed_addresses_and_finish_every_task(
+    smtp_sink, email_service_factory, user_factory, queue_config, schedulers
+):
+    queue_config(claim_batch_size=5)
+    service = email_service_factory(port=smtp_sink.port, sending_rate=0, daily_quota=10_000)
+    expected = []
+    for user in user_factory.create_batch(4):
+        make_task(user, [f"r{i}@{user.username}.example" for i in range(40)], "list")
+        for i in range(0, 40, 2):  # half of each list on the owner's list
+            suppress(user, f"r{i}@{user.username}.example")
+        suppress(None, f"r1@{user.username}.example")  # and one on the platform's
+        expected += [f"r{i}@{user.username}.example" for i in range(3, 40, 2)]
+        for i in range(10):  # one-recipient tasks, every one suppressed: each must complete
+            make_task(user, [f"solo{i}@{user.username}.example"], f"solo {i}")
+            suppress(user, f"solo{i}@{user.username}.example")
+
+    schedulers.start(3, "--until-empty", "--concurrency", "2")
+    assert schedulers.wait(timeout=120) == [0, 0, 0], schedulers.logs()
+
+    assert sorted(r.recipient for r in smtp_sink.snapshot()) == sorted(expected)  # each exactly once
+    assert Counter(SubTask.objects.values_list("status", flat=True)) == {"sent": 76, "suppressed": 124}
+    assert set(Task.objects.values_list("status", flat=True)) == {"completed"}
+    service.refresh_from_db()
+    assert (service.used_quota, service.total_sent) == (76, 76)
