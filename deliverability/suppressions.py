@@ -62,3 +62,8 @@ def suppressed_among(*, owner_id: int, emails: Iterable[str]) -> set[str]:
             "email", flat=True
         )
     )
+
+
+def suppression_remove(*, entry: Suppression) -> None:
+    """Take an address off its list: from the next claim on, mail goes to it again."""
+    entry.delete()

@@ -142,6 +142,7 @@ class Stats:
     retried: int = 0
     failed: int = 0
     released: int = 0
+    suppressed: int = 0  # picked, found on a suppression list: never sent
     missed_slots: int = 0  # rate slots whose window passed before the send could start
 
 
@@ -273,6 +274,7 @@ class SchedulerWorker:
                     "retried": self.stats.retried,
                     "failed": self.stats.failed,
                     "released": self.stats.released,
+                    "suppressed": self.stats.suppressed,
                     "missed_slots": self.stats.missed_slots,
                 },
             )
@@ -351,6 +353,9 @@ class SchedulerWorker:
                         self._db_clock.sample(claim.clock_sample[0], claim.started_at, claim.clock_sample[1])
                 self._claim_progress = time.monotonic()
                 db_failures = 0
+                if claim.suppressed:
+                    self.stats.suppressed += len(claim.suppressed)
+                    metrics.MAILS_SUPPRESSED.inc(len(claim.suppressed))
                 if claim.status is ClaimStatus.CLAIMED:
                     self._claim_ms.append((time.perf_counter() - started) * 1000)
                     self._dispatch(claim, config)
@@ -900,6 +905,7 @@ class SchedulerWorker:
             "retried": self.stats.retried,
             "failed": self.stats.failed,
             "released": self.stats.released,
+            "suppressed": self.stats.suppressed,
             "missed_slots": self.stats.missed_slots,
             "claims": len(latencies),
             "claim_ms_p50": pct(50),
