@@ -17,13 +17,13 @@ def email_normalise(email: str) -> str:
 
 def suppression_add(
     *,
-    owner_id: int | None,
+    owner_id: uuid.UUID | None,
     email: str,
     reason: str,
     source: str,
     task_id: uuid.UUID | None = None,
     subtask_id: uuid.UUID | None = None,
-    service_id: int | None = None,
+    service_id: uuid.UUID | None = None,
     detail: str = "",
 ) -> tuple[Suppression, bool]:
     """Suppress ``email`` for ``owner_id`` (None: platform-wide); returns (entry, created).
@@ -52,7 +52,7 @@ def suppression_add(
     return entry, True
 
 
-def suppressed_among(*, owner_id: int, emails: Iterable[str]) -> set[str]:
+def suppressed_among(*, owner_id: uuid.UUID, emails: Iterable[str]) -> set[str]:
     """The lowercased addresses of ``emails`` that ``owner_id``'s mail must not go to (own or platform list)."""
     wanted = {email_normalise(e) for e in emails}
     if not wanted:
