@@ -233,7 +233,7 @@ class SmtpTransport:
             raise _StageError(Delivery(TRANSIENT, None, f"connection lost: {exc}", service_fault=True)) from None
         finally:
             if slot is not None:
-                slot.release()  # whatever ended the envelope (a deadline, say): the gate must not wait for it
+                slot.written()  # whatever ended the envelope (a deadline, say): the gate must not wait for it
         if mail_reply[0] != 250:
             self._rset()
             raise _StageError(Delivery(TRANSIENT, mail_reply[0], _decode(mail_reply[1]), service_fault=True))

@@ -187,7 +187,6 @@ class SchedulerWorker:
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask, dt.datetime]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
-        self._clock_offset = dt.timedelta(0)  # database's clock minus this host's
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
         # Each service's connections: this process's share of max_connections (ShareKeeper).
         self._pools = ConnectionPools(shared=True)
@@ -339,7 +338,6 @@ class SchedulerWorker:
                     self._claim_progress = time.monotonic()
                     continue
                 started = time.perf_counter()
-                host_now = timezone.now()
                 claim = claim_subtasks(
                     worker_id=self.worker_id,
                     limit=min(batch, free),
@@ -347,10 +345,8 @@ class SchedulerWorker:
                     max_leases=max(0, self.concurrency - self._unsent),  # the senders free to use them
                 )
                 metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
-                if claim.started_at is not None:
-                    self._clock_offset = claim.started_at - host_now
-                    if claim.clock_sample is not None:
-                        self._db_clock.sample(claim.clock_sample[0], claim.started_at, claim.clock_sample[1])
+                if claim.started_at is not None and claim.clock_sample is not None:
+                    self._db_clock.sample(claim.clock_sample[0], claim.started_at, claim.clock_sample[1])
                 self._claim_progress = time.monotonic()
                 db_failures = 0
                 if claim.suppressed:
@@ -514,7 +510,7 @@ class SchedulerWorker:
 
     def _admit(self, work: WorkItem) -> bool:
         work.admitted = self._pools.try_acquire(work.service)
-        if not work.admitted:
+        if not work.admitted and self._pools.below_cap(work.service):
             self._share.ask()  # the share may allow more (or nobody asked for this service yet)
         return work.admitted
 
@@ -694,8 +690,8 @@ class SchedulerWorker:
                 self._in_flight_lock.notify_all()
 
     def _now(self) -> dt.datetime:
-        """The host's clock corrected to the database's (as measured at the last claim), for recorded moments."""
-        return timezone.now() + self._clock_offset
+        """The database's clock as estimated here (the host's before the first claim), for recorded moments."""
+        return self._db_clock.now() or timezone.now()
 
     def _send(self, work: WorkItem) -> SendResult | Release:
         started_at = self._now()
