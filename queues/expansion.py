@@ -2,7 +2,7 @@
 
 ``task_create`` validates the request and creates the task ``preparing``,
 with a recipient list stored in order in a few rows (``task_recipient_parts``,
-one compressed JSON list of up to a chunk's recipients each); a tag task's
+one JSON list of up to a chunk's recipients each); a tag task's
 first chunk copies the tag's members there as they are then. A task of up
 to ``INLINE_MAX`` recipients is prepared inside the request and answered
 ``pending``. A larger one is answered ``preparing`` and prepared by a
@@ -21,13 +21,14 @@ did before. The claim takes only pending and sending tasks, so nothing of a
 task is sent before all its subtasks exist, and its completion cannot be
 decided early either.
 
-On PostgreSQL a chunk is three statements (contacts upserted, subtasks
-inserted by ``INSERT … SELECT``, used-up parts deleted), each reading the
-chunk's positions straight out of the parts' JSON; the subtask ids (and the
-new contacts' ids) are UUIDv7 built in SQL from stamps reserved in this
-process (``edm.ids``), in recipient order, and the Message-ID is derived
-from the id as ``message_id_for`` does. SQLite goes through the ORM, chunk by
-chunk alike.
+On PostgreSQL a chunk is one statement (then the used-up parts are
+deleted): the chunk's entries read out of the parts' JSON, each with its
+existing contact (held ``FOR KEY SHARE``), a list's missing contacts
+inserted, the subtasks inserted by ``INSERT … SELECT``. The ids (subtasks'
+and new contacts') are UUIDv7 built in SQL from stamps reserved in this
+process (``edm.ids``), in recipient order, and the Message-ID is the
+subtask id's hex as ``message_id_for`` writes it. SQLite goes through the
+ORM, chunk by chunk alike.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def assert_prepared_exactly(task: Task, expected: list[str]) -> None:
         "id", "message_id", "recipient_email", "contact__email", "status"
     )
     for id_, message_id, email, contact_email, status in rows:
-        assert (id_.version, message_id, contact_email, status) == (7, message_id_for(id_), email, "pending")
+        assert (id_.version, id_.variant, message_id) == (7, uuid.RFC_4122, message_id_for(id_))
+        assert (contact_email, status) == (email, "pending")
     assert not TaskRecipientPart.objects.filter(task=task).exists()
     assert TaskWaitMetric.objects.filter(task=task).count() == 1
     assert UserQueue.objects.get(user=task.owner).ready_at is not None
