@@ -102,12 +102,13 @@ def recipients_stage(*, task: Task, recipients: Sequence[StagedRecipient]) -> No
 
 
 def _parts_create(task: Task, entries: list[list]) -> None:
+    # One INSERT per part: bulk_create would pass the JSON values as one
+    # PostgreSQL array literal, which the driver quotes character by character
+    # (0.9 s for 100,000 recipients, against 0.04 s for the JSON itself).
     size = chunk_size()
-    TaskRecipientPart.objects.bulk_create(
-        TaskRecipientPart(task=task, start=start, size=len(part), recipients=part)
-        for start in range(0, len(entries), size)
-        if (part := entries[start : start + size])
-    )
+    for start in range(0, len(entries), size):
+        part = entries[start : start + size]
+        TaskRecipientPart.objects.create(task=task, start=start, size=len(part), recipients=part)
 
 
 def _stage_tag_members(task: Task) -> int:
