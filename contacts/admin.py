@@ -1,6 +1,9 @@
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from contacts.models import Contact, Tag
+from contacts.services import contact_delete, contacts_delete
 
 
 @admin.register(Contact)
@@ -11,6 +14,13 @@ class ContactAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     raw_id_fields = ("owner",)
     date_hierarchy = "created_at"
+
+    # Deleted as the API deletes them: out of their tags, rows locked first (contacts_delete).
+    def delete_model(self, request: HttpRequest, obj: Contact) -> None:
+        contact_delete(contact=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+        contacts_delete(contacts=queryset)
 
 
 @admin.register(Tag)

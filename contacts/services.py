@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
 from contacts.models import Contact, Tag
 from contacts.tag_manager import ContactTagManager
@@ -121,11 +122,26 @@ def contact_update(*, contact: Contact, **changes: Any) -> Contact:
 
 def contact_delete(*, contact: Contact) -> None:
     """Delete a contact and take it out of every tag, so no tag keeps a dangling id."""
+    contacts_delete(contacts=Contact.objects.filter(pk=contact.pk))
+
+
+def contacts_delete(*, contacts: QuerySet[Contact]) -> int:
+    """Delete contacts, each taken out of every tag first; returns how many were deleted.
+
+    The rows are locked before anything else. A task's preparation holds the
+    contacts it links subtasks to (FOR KEY SHARE) until it commits, and
+    subtasks.contact_id has no constraint: locked first, the delete waits for
+    such a preparation and then unlinks its subtasks too (on_delete SET_NULL);
+    a preparation that comes second no longer finds the contact.
+    """
     manager = ContactTagManager()
     with transaction.atomic():
-        for tag_id in manager.tags_of_contact(contact.pk).values_list("pk", flat=True):
-            manager.remove_contact_from_tag(tag_id, contact.pk)
-        contact.delete()
+        locked = list(contacts.select_for_update().order_by("pk").values_list("pk", flat=True))
+        for contact_id in locked:
+            for tag_id in manager.tags_of_contact(contact_id).values_list("pk", flat=True):
+                manager.remove_contact_from_tag(tag_id, contact_id)
+        Contact.objects.filter(pk__in=locked).delete()
+    return len(locked)
 
 
 def _check_tag_name(*, owner, name: str, exclude: uuid.UUID | None = None) -> str:

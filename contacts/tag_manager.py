@@ -68,18 +68,28 @@ class ContactTagManager:
             tag.save(update_fields=["contacts", "updated_at"])
         return True
 
-    def contacts_of_tag(self, tag_id: uuid.UUID | str) -> QuerySet[Contact]:
-        """The tag's contacts, as a queryset (the id list is expanded in SQL)."""
+    def contacts_of_tag(self, tag_id: uuid.UUID | str, *, guard: bool = True) -> QuerySet[Contact]:
+        """The tag's contacts, as a queryset (the id list is expanded in SQL).
+
+        ``guard=False`` (PostgreSQL) leaves out the pattern check that skips a
+        malformed legacy entry: that regular expression costs some 5 µs an
+        entry, most of the time of reading a large tag. A malformed entry then
+        fails the query (DataError) instead.
+        """
         tid = _as_uuid(tag_id, TagNotFound)
         tag = Tag.objects.filter(pk=tid).values("owner_id").first()
         if tag is None:
             raise TagNotFound(tag_id)
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and guard:
             # The pattern guard keeps a malformed legacy entry from failing the cast.
             members = RawSQL(
                 "SELECT m::uuid FROM tags, jsonb_array_elements_text(tags.contacts) AS m "
                 "WHERE tags.id = %s AND m ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'",
                 [tid],
+            )
+        elif connection.vendor == "postgresql":
+            members = RawSQL(
+                "SELECT m::uuid FROM tags, jsonb_array_elements_text(tags.contacts) AS m WHERE tags.id = %s", [tid]
             )
         else:
             # SQLite stores UUID columns as 32 hex digits, the JSON list with dashes.

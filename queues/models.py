@@ -160,8 +160,8 @@ class Task(models.Model):
     recipients_prepared = models.PositiveIntegerField(
         default=0, help_text="Recipients expanded into subtasks so far; equals the total once prepared."
     )
-    # Its recipients are in task_recipients: the first chunk of the
-    # preparation copied them there (from its list, or its tag's members).
+    # Its recipients are in task_recipient_parts: a list's from the start,
+    # a tag's members once the preparation's first chunk has copied them.
     recipients_staged = models.BooleanField(default=False, editable=False)
 
     class Meta:
@@ -190,59 +190,42 @@ class Task(models.Model):
         return self.name
 
 
-class TaskRecipientList(models.Model):
-    """A recipient list as the request gave it (validated), until the preparation stages it.
+class TaskRecipientPart(models.Model):
+    """A run of a task's recipients, in order, until the preparation has made their subtasks.
 
-    One row, not one per recipient: the request that creates a task of
-    100,000 recipients writes (and commits, WAL and all) a single compressed
-    value. Each entry is ``[email, first_name, last_name, attributes]``.
-    """
+    ``start`` is the position (1..n over the task) before its first entry.
+    A recipient list is cut into parts (``expansion.PART_SIZE``) when the task is
+    created (a few rows, one compressed value each: the request that creates
+    a task of 100,000 recipients writes little); a tag's members are copied
+    into parts by the preparation's first chunk. Each chunk reads the parts
+    that hold its positions and deletes those it has used up in the same
+    transaction, so what is left is exactly what is still to do, and
+    ``Task.recipients_prepared`` is the position it resumes after.
 
-    task = models.OneToOneField(Task, primary_key=True, on_delete=models.CASCADE, related_name="+")
-    recipients = models.JSONField()
-
-    class Meta:
-        db_table = "task_recipient_lists"
-
-    def __str__(self) -> str:
-        return str(self.task_id)
-
-
-class TaskRecipient(models.Model):
-    """A recipient waiting to become a subtask: staged by the preparation's first chunk (from the task's
-    TaskRecipientList, or its tag's members with their contact), consumed by the chunks after it.
-
-    ``position`` numbers a task's recipients 1..n (list order, or contact id
-    order for a tag). Each chunk turns the next positions into subtasks and
-    deletes their rows in the same transaction, so what is left here is
-    exactly what is still to do, and ``Task.recipients_prepared`` is the
-    position it resumes after.
+    An entry is ``[email, first_name, last_name, attributes]`` for a recipient
+    of a list (its contact is upserted), ``[email, contact_id]`` for a tag's
+    member (its contact existed; one deleted since still gets its mail, with
+    no contact, as it would have had the task been expanded when it was
+    created). The column is stored uncompressed (migration 0017): every chunk
+    reads its part twice, and compressing it cost more than the bytes saved.
     """
 
     id = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, db_index=False, related_name="staged_recipients")
-    position = models.PositiveIntegerField()
-    email = models.EmailField(max_length=254)
-    first_name = models.CharField(max_length=100, blank=True)
-    last_name = models.CharField(max_length=100, blank=True)
-    attributes = models.JSONField(null=True, blank=True)
-    # A tag member's contact. Not a constraint: a contact deleted meanwhile
-    # still gets its mail (its subtask's contact is empty), as it would have
-    # had the task been expanded when it was created.
-    contact = models.ForeignKey(
-        "contacts.Contact", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, db_index=False, related_name="+")
+    start = models.PositiveIntegerField()
+    size = models.PositiveIntegerField()
+    recipients = models.JSONField()
 
     class Meta:
-        db_table = "task_recipients"
-        ordering = ["task", "position"]
+        db_table = "task_recipient_parts"
+        ordering = ["task", "start"]
         constraints = [
-            # Also the index of the expansion's "task_id = %s AND position BETWEEN ...".
-            models.UniqueConstraint(fields=["task", "position"], name="uniq_task_recipients_position"),
+            # Also the index of the expansion's "task_id = %s AND start < %s".
+            models.UniqueConstraint(fields=["task", "start"], name="uniq_task_recipient_parts_start"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.task_id} #{self.position} {self.email}"
+        return f"{self.task_id} #{self.start + 1}-{self.start + self.size}"
 
 
 class SubTask(models.Model):
@@ -269,19 +252,43 @@ class SubTask(models.Model):
 
     # Time-ordered ids: bulk inserts append to the primary key index.
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="subtasks")
-    # Denormalised from task.owner: fair rotation picks work per user.
+    # task, owner and contact have no foreign-key constraint in the database:
+    # its check, one query per row and constraint at commit, was half of the
+    # time of preparing a task (queues.expansion), and the code that inserts
+    # subtasks already guarantees what it checked. The preparation holds the
+    # task row locked until it commits, and each contact it names either was
+    # created by the same transaction or is held FOR KEY SHARE by it. The
+    # deletes cascade as before: Django's on_delete runs in the ORM, which is
+    # how every task, user and contact is deleted.
+    #
+    # No index of its own: idx_subtasks_task_status (task_id first) serves "task_id = %s".
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, db_index=False, db_constraint=False, related_name="subtasks"
+    )
+    # Denormalised from task.owner (always the task's): fair rotation picks work per user.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False, related_name="subtasks"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        db_index=False,
+        db_constraint=False,
+        related_name="subtasks",
     )
     contact = models.ForeignKey(
-        "contacts.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="subtasks"
+        "contacts.Contact",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="subtasks",
     )
     recipient_email = models.EmailField(max_length=254)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     priority = models.SmallIntegerField(default=0)
     # PROTECT: a service with history is disabled, not deleted.
-    service = models.ForeignKey(EmailService, null=True, blank=True, on_delete=models.PROTECT, related_name="subtasks")
+    # Indexed by idx_subtasks_service (only rows that have one).
+    service = models.ForeignKey(
+        EmailService, null=True, blank=True, on_delete=models.PROTECT, db_index=False, related_name="subtasks"
+    )
     sender_email = models.EmailField(max_length=254, null=True, blank=True)
     attempts = models.IntegerField(default=0)
     error_message = models.TextField(blank=True)
@@ -313,6 +320,10 @@ class SubTask(models.Model):
                 name="idx_subtasks_claim",
                 condition=Q(status="pending"),
             ),
+            # A service's subtasks (service_id IN (...): the PROTECT check of its
+            # deletion). Partial: a subtask gets its service when claimed, so
+            # the preparation's inserts skip this index.
+            models.Index(fields=["service"], name="idx_subtasks_service", condition=Q(service__isnull=False)),
             # Recovery: the claims under way (a small set), by worker and age:
             # status IN ('allocated', 'processing') AND (claimed_by IN dead OR updated_at < ...).
             models.Index(

@@ -27,7 +27,7 @@ from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
 from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
 from queues.expansion import message_id_for as message_id_for  # its home before queues.expansion
-from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipient, TaskRecipientList, UserQueue
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
 from queues.wakeup import notify_work
@@ -269,6 +269,7 @@ def task_create(
             tag=tag,
             status=Task.Status.PREPARING,
             recipients_total=total,
+            recipients_staged=parsed is not None,  # a list is stored staged, in parts
         )
         if parsed is not None:
             recipients_stage(task=task, recipients=parsed)
@@ -403,8 +404,7 @@ def task_cancel(*, task: Task) -> int:
         cancelled = locked.subtasks.filter(status=SubTask.Status.PENDING).update(
             status=SubTask.Status.CANCELLED, updated_at=now
         )
-        TaskRecipientList.objects.filter(task=locked).delete()
-        TaskRecipient.objects.filter(task=locked).delete()
+        TaskRecipientPart.objects.filter(task=locked).delete()
         locked.status = Task.Status.CANCELLED
         locked.completed_at = now
         locked.save(update_fields=["status", "completed_at", "updated_at"])
@@ -648,6 +648,7 @@ def user_erase(*, user) -> dict[str, int]:
             "subtasks": SubTask.objects.filter(owner=user).delete()[0],
             "wait metrics": TaskWaitMetric.objects.filter(user=user).delete()[0],
             "tasks": Task.objects.filter(owner=user).delete()[0],
+            # No preparation of theirs holds a contact: it would hold its task, locked above.
             "contacts": Contact.objects.filter(owner=user).delete()[0],
             "tags": Tag.objects.filter(owner=user).delete()[0],
         }

@@ -188,3 +188,28 @@ def test_subtasks_are_read_only_in_the_admin(admin_client_logged_in, subtask_fac
     assert admin_client_logged_in.get(reverse("admin:queues_subtask_add")).status_code == 403
     page = admin_client_logged_in.get(reverse("admin:queues_subtask_change", args=[subtask.pk])).content.decode()
     assert 'name="_save"' not in page
+
+
+def test_contacts_deleted_in_the_admin_leave_their_tags_and_their_subtasks(
+    admin_client_logged_in, contact_factory, tag_factory, subtask_factory
+):
+    from contacts.models import Contact, Tag
+    from contacts.tag_manager import ContactTagManager
+    from queues.models import SubTask
+
+    one, two, kept = contact_factory.create_batch(3)
+    tag = tag_factory(owner=one.owner)
+    Contact.objects.filter(pk__in=[two.pk, kept.pk]).update(owner=one.owner)
+    ContactTagManager().add_contacts_to_tag(tag.pk, [one.pk, two.pk, kept.pk])
+    linked = subtask_factory(contact=one)
+
+    page = admin_client_logged_in.post(reverse("admin:contacts_contact_delete", args=[one.pk]), {"post": "yes"})
+    action = admin_client_logged_in.post(
+        reverse("admin:contacts_contact_changelist"),
+        {"action": "delete_selected", "_selected_action": [str(two.pk)], "post": "yes"},
+    )
+
+    assert (page.status_code, action.status_code) == (302, 302)
+    assert list(Contact.objects.all()) == [kept]
+    assert Tag.objects.get(pk=tag.pk).contacts == [str(kept.pk)]
+    assert SubTask.objects.get(pk=linked.pk).contact_id is None

@@ -236,3 +236,63 @@ def test_plan_indexes_are_partial_as_in_the_plan():
 
 def test_models_and_migrations_agree():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+BEFORE_PARTS = [("queues", "0016_connection_grants")]
+
+
+def test_recipients_waiting_in_the_older_forms_move_to_parts_and_back():
+    apps = migrate(BEFORE_PARTS)
+    User = apps.get_model("accounts", "User")
+    Contact = apps.get_model("contacts", "Contact")
+    Task = apps.get_model("queues", "Task")
+    owner = User.objects.create(username="dora")
+    member = Contact.objects.create(owner=owner, email="m@example.org")
+    content = {"owner": owner, "name": "t", "subject": "s", "status": "preparing"}
+    # A list not staged yet; a tag task half prepared (position 1 done, 2..4 staged).
+    listed = Task.objects.create(**content, recipients_total=2)
+    apps.get_model("queues", "TaskRecipientList").objects.create(
+        task=listed, recipients=[["a@example.org", "A", "", None], ["b@example.org", "", "B", {"k": 1}]]
+    )
+    staged = Task.objects.create(**content, recipients_total=4, recipients_prepared=1, recipients_staged=True)
+    TaskRecipient = apps.get_model("queues", "TaskRecipient")
+    TaskRecipient.objects.create(task=staged, position=2, email="c@example.org", first_name="C", attributes={"x": 2})
+    TaskRecipient.objects.create(task=staged, position=3, email="m@example.org", contact=member)
+    TaskRecipient.objects.create(task=staged, position=4, email="gone@example.org", contact_id=uuid.uuid4())
+    listed_entries = [["a@example.org", "A", "", None], ["b@example.org", "", "B", {"k": 1}]]
+    staged_entries = [["c@example.org", "C", "", {"x": 2}], ["m@example.org", str(member.pk)]]
+    staged_entries.append(["gone@example.org", str(TaskRecipient.objects.get(position=4).contact_id)])
+
+    apps = migrate(latest())
+    parts = apps.get_model("queues", "TaskRecipientPart").objects
+    assert list(parts.filter(task_id=listed.pk).values_list("start", "size", "recipients")) == [(0, 2, listed_entries)]
+    assert list(parts.filter(task_id=staged.pk).values_list("start", "size", "recipients")) == [(1, 3, staged_entries)]
+    assert apps.get_model("queues", "Task").objects.get(pk=listed.pk).recipients_staged is True
+
+    apps = migrate(BEFORE_PARTS)  # back: every part staged one row each
+    rows = apps.get_model("queues", "TaskRecipient").objects.order_by("task_id", "position")
+    assert list(rows.filter(task_id=staged.pk).values_list("position", "email", "first_name", "contact_id")) == [
+        (2, "c@example.org", "C", None),
+        (3, "m@example.org", "", member.pk),
+        (4, "gone@example.org", "", uuid.UUID(staged_entries[2][1])),
+    ]
+    assert list(rows.filter(task_id=listed.pk).values_list("position", "email", "last_name", "attributes")) == [
+        (1, "a@example.org", "", None),
+        (2, "b@example.org", "B", {"k": 1}),
+    ]
+
+    migrate(latest())
+    from queues.expansion import tasks_prepare
+    from queues.models import SubTask
+
+    assert tasks_prepare() == 5
+    prepared = SubTask.objects.order_by("id").values_list("task_id", "recipient_email", "contact__email")
+    assert [row for row in prepared if row[0] == staged.pk] == [
+        (staged.pk, "c@example.org", "c@example.org"),
+        (staged.pk, "m@example.org", "m@example.org"),
+        (staged.pk, "gone@example.org", None),
+    ]
+    assert [row[1:] for row in prepared if row[0] == listed.pk] == [
+        ("a@example.org", "a@example.org"),
+        ("b@example.org", "b@example.org"),
+    ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection, transaction
 
 from contacts.exceptions import ContactNotFound, TagNotFound
 from contacts.models import Contact, Tag
@@ -60,6 +60,18 @@ def test_contacts_of_tag_ignores_malformed_legacy_entries(tag, contact_factory):
     Tag.objects.filter(pk=tag.pk).update(contacts=[str(member.pk), "not-a-uuid", 42])
 
     assert list(manager.contacts_of_tag(tag.pk)) == [member]
+
+
+@pytest.mark.postgres_only
+def test_contacts_of_tag_unguarded_is_the_same_and_fails_on_a_malformed_entry(tag, contact_factory):
+    members = contact_factory.create_batch(3, owner=tag.owner)
+    contact_factory(owner=tag.owner)  # not a member
+    manager.add_contacts_to_tag(tag.pk, [c.pk for c in members])
+
+    assert set(manager.contacts_of_tag(tag.pk, guard=False)) == set(members)
+    Tag.objects.filter(pk=tag.pk).update(contacts=[str(members[0].pk), "not-a-uuid"])
+    with pytest.raises(DataError), transaction.atomic():
+        list(manager.contacts_of_tag(tag.pk, guard=False))
 
 
 @pytest.mark.parametrize(

@@ -6,15 +6,17 @@ import threading
 import uuid
 
 import pytest
+from django.db import connection, transaction
 
 from config.services import get_config_by_category
-from contacts.models import Contact
+from contacts.models import Contact, Tag
+from contacts.services import contacts_delete
 from contacts.tag_manager import ContactTagManager
 from monitoring.models import TaskWaitMetric
 from queues import expansion
 from queues.expansion import task_prepare_chunk, tasks_prepare
 from queues.maintenance import MaintenanceThread
-from queues.models import SubTask, Task, TaskRecipient, TaskRecipientList, UserQueue
+from queues.models import SubTask, Task, TaskRecipientPart, UserQueue
 from queues.scheduler.claim import claim_subtasks
 from queues.services import message_id_for, task_cancel, task_create, tasks_complete_if_done
 from tests.api_helpers import client_for
@@ -33,6 +35,12 @@ def inline_max(monkeypatch):
         monkeypatch.setattr("queues.services.INLINE_MAX", value)
 
     return apply
+
+
+def staged(task: Task) -> list[list]:
+    """The entries still in the task's parts, in order."""
+    parts = TaskRecipientPart.objects.filter(task=task).order_by("start")
+    return [entry for part in parts for entry in part.recipients]
 
 
 def emails(n: int, prefix: str = "r") -> list[str]:
@@ -57,9 +65,9 @@ def assert_prepared_exactly(task: Task, expected: list[str]) -> None:
         "id", "message_id", "recipient_email", "contact__email", "status"
     )
     for id_, message_id, email, contact_email, status in rows:
-        assert (id_.version, message_id, contact_email, status) == (7, message_id_for(id_), email, "pending")
-    assert not TaskRecipient.objects.filter(task=task).exists()
-    assert not TaskRecipientList.objects.filter(task=task).exists()
+        assert (id_.version, id_.variant, message_id) == (7, uuid.RFC_4122, message_id_for(id_))
+        assert (contact_email, status) == (email, "pending")
+    assert not TaskRecipientPart.objects.filter(task=task).exists()
     assert TaskWaitMetric.objects.filter(task=task).count() == 1
     assert UserQueue.objects.get(user=task.owner).ready_at is not None
 
@@ -75,7 +83,7 @@ def test_the_api_answers_a_large_list_preparing_with_its_progress(user):
     assert body["progress"]["total"] == 0
     assert body["wait"] is None
     task = Task.objects.get(pk=body["id"])
-    assert len(TaskRecipientList.objects.get(task=task).recipients) == 1001
+    assert [entry[0] for entry in staged(task)] == recipients
     assert not UserQueue.objects.filter(user=user, ready_at__isnull=False).exists()
 
     assert tasks_prepare(size=400) == 1001
@@ -110,7 +118,6 @@ def test_progress_moves_chunk_by_chunk_and_the_contacts_are_upserted(user, conta
         progress.append((chunk.created, chunk.done, task.recipients_prepared, task.status))
 
     assert progress == [
-        (0, False, 0, "preparing"),  # the list staged, one row per recipient
         (10, False, 10, "preparing"),
         (10, False, 20, "preparing"),
         (5, True, 25, "pending"),
@@ -141,7 +148,7 @@ def test_a_tag_task_is_prepared_from_the_tags_contacts(user, contact_factory, ta
     by_id = sorted(members, key=lambda c: c.pk)
     # The first chunk copies the members; a contact deleted after that still gets its mail.
     assert task_prepare_chunk(task_id=task.pk, size=7).created == 0
-    assert list(TaskRecipient.objects.filter(task=task).values_list("contact_id", flat=True)) == [c.pk for c in by_id]
+    assert staged(task) == [[c.email, str(c.pk)] for c in by_id]
     by_id[5].delete()
     assert tasks_prepare(size=7) == 23
 
@@ -152,8 +159,21 @@ def test_a_tag_task_is_prepared_from_the_tags_contacts(user, contact_factory, ta
     assert list(subtasks.values_list("contact_id", flat=True)) == [
         None if i == 5 else c.pk for i, c in enumerate(by_id)
     ]
-    assert not TaskRecipient.objects.filter(task=task).exists()
-    assert not TaskRecipientList.objects.filter(task=task).exists()
+    assert not TaskRecipientPart.objects.filter(task=task).exists()
+
+
+def test_a_tag_with_a_malformed_legacy_entry_is_prepared_from_its_valid_members(
+    user, contact_factory, tag_factory, inline_max
+):
+    inline_max(1)
+    tag = tag_factory(owner=user)
+    members = sorted(contact_factory.create_batch(3, owner=user), key=lambda c: c.pk)
+    Tag.objects.filter(pk=tag.pk).update(contacts=[str(members[1].pk), "not-a-uuid", str(members[0].pk), 42])
+    task = task_create(owner=user, tag=tag, **CONTENT)
+
+    assert tasks_prepare() == 2
+
+    assert subtask_emails(task) == [members[0].email, members[1].email]
 
 
 def test_a_tag_emptied_while_preparing_fails_the_task(user, contact_factory, tag_factory, inline_max):
@@ -187,7 +207,7 @@ def test_bad_input_is_refused_up_front_and_creates_nothing(user, fields, field):
 
     assert response.status_code == 400, response.content
     assert field in response.json()["errors"]
-    assert (Task.objects.count(), TaskRecipientList.objects.count(), Contact.objects.count()) == (0, 0, 0)
+    assert (Task.objects.count(), TaskRecipientPart.objects.count(), Contact.objects.count()) == (0, 0, 0)
 
 
 def test_a_preparing_task_is_never_claimed_nor_completed(user, email_service, inline_max):
@@ -195,7 +215,6 @@ def test_a_preparing_task_is_never_claimed_nor_completed(user, email_service, in
     # Another task of the user is runnable: the rotation has the user, and still skips the preparing one.
     other = create_list_task(user, 2, prefix="other")
     task = create_list_task(user, 20)
-    task_prepare_chunk(task_id=task.pk, size=10)  # staged
     task_prepare_chunk(task_id=task.pk, size=10)
 
     claim = claim_subtasks(worker_id="test", limit=50, queue_config=get_config_by_category("queue"))
@@ -209,7 +228,6 @@ def test_a_preparing_task_is_never_claimed_nor_completed(user, email_service, in
 def test_cancel_stops_the_preparation(user, inline_max):
     inline_max(5)
     task = create_list_task(user, 20)
-    task_prepare_chunk(task_id=task.pk, size=8)  # staged
     task_prepare_chunk(task_id=task.pk, size=8)
 
     response = client_for(user).post(f"{URL}{task.pk}/cancel/")
@@ -219,8 +237,7 @@ def test_cancel_stops_the_preparation(user, inline_max):
     assert tasks_prepare() == 0
     assert task_cancel(task=task) == 0
     assert set(SubTask.objects.filter(task=task).values_list("status", flat=True)) == {"cancelled"}
-    assert not TaskRecipient.objects.exists()
-    assert not TaskRecipientList.objects.exists()
+    assert not TaskRecipientPart.objects.exists()
 
 
 def test_pause_of_a_preparing_task_is_refused_and_resume_leaves_it_preparing(user, inline_max):
@@ -242,14 +259,12 @@ def test_pause_of_a_preparing_task_is_refused_and_resume_leaves_it_preparing(use
 def test_delete_of_a_preparing_task_removes_everything(user, inline_max):
     inline_max(5)
     task = create_list_task(user, 20)
-    task_prepare_chunk(task_id=task.pk, size=8)  # staged
     task_prepare_chunk(task_id=task.pk, size=8)
 
     response = client_for(user).delete(f"{URL}{task.pk}/")
 
     assert response.status_code == 204, response.content
-    assert (Task.objects.count(), SubTask.objects.count(), TaskRecipient.objects.count()) == (0, 0, 0)
-    assert not TaskRecipientList.objects.exists()
+    assert (Task.objects.count(), SubTask.objects.count(), TaskRecipientPart.objects.count()) == (0, 0, 0)
     assert tasks_prepare() == 0
 
 
@@ -258,7 +273,6 @@ def test_a_priority_changed_while_preparing_holds_for_every_subtask(user, inline
 
     inline_max(5)
     task = create_list_task(user, 20)
-    task_prepare_chunk(task_id=task.pk, size=8)  # staged
     task_prepare_chunk(task_id=task.pk, size=8)
 
     task_update(task=task, priority=7)
@@ -326,3 +340,134 @@ def test_subtask_ids_built_in_sql_are_uuid7_in_recipient_order(user, inline_max)
     ids = list(SubTask.objects.filter(task=task).values_list("id", flat=True))
     by_email = dict(SubTask.objects.filter(task=task).values_list("recipient_email", "id"))
     assert [by_email[e] for e in emails(30)] == sorted(ids)
+
+
+# --- contacts changed by other transactions while a chunk runs (PostgreSQL: row locks) ---------------
+
+
+def lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def in_thread(target) -> threading.Thread:
+    def run() -> None:
+        try:
+            target()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def holding(work, release: threading.Event) -> threading.Thread:
+    """A thread that does ``work`` in a transaction and keeps it open until ``release``."""
+    done = threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            work()
+            done.set()
+            release.wait(30)
+
+    thread = in_thread(hold)
+    assert done.wait(30)
+    return thread
+
+
+def linked_contacts_exist(task: Task) -> bool:
+    linked = set(SubTask.objects.filter(task=task, contact__isnull=False).values_list("contact_id", flat=True))
+    return linked == set(Contact.objects.filter(pk__in=linked).values_list("pk", flat=True))
+
+
+def tag_task_staged(owner, contact_factory, tag_factory, n: int) -> tuple[Task, list[Contact]]:
+    tag = tag_factory(owner=owner)
+    members = sorted(contact_factory.create_batch(n, owner=owner), key=lambda c: c.pk)
+    ContactTagManager().add_contacts_to_tag(tag.pk, [c.pk for c in members])
+    task = task_create(owner=owner, tag=tag, **CONTENT)
+    assert task_prepare_chunk(task_id=task.pk).created == 0  # the members copied
+    return task, members
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_contact_created_meanwhile_by_another_transaction_is_the_one_linked(user, inline_max):
+    inline_max(5)
+    task = create_list_task(user, 10)
+    release = threading.Event()
+    other = holding(lambda: Contact.objects.create(owner=user, email="r5@example.org", first_name="Other"), release)
+
+    chunk: dict[str, int] = {}
+    preparer = in_thread(lambda: chunk.update(created=task_prepare_chunk(task_id=task.pk).created))
+    # The chunk's insert of r5 waits for the other transaction's row, then finds it committed.
+    wait_until(lambda: lock_waiters() == 1, timeout=30, what="the chunk waiting for the other contact")
+    release.set()
+    other.join()
+    preparer.join()
+
+    assert chunk == {"created": 10}
+    assert_prepared_exactly(task, emails(10))
+    contacts = dict(Contact.objects.filter(owner=user).values_list("email", "first_name"))
+    assert (len(contacts), contacts["r5@example.org"]) == (10, "Other")
+    linked = SubTask.objects.get(task=task, recipient_email="r5@example.org").contact
+    assert (linked.email, linked.first_name) == ("r5@example.org", "Other")
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_contact_deleted_while_a_chunk_links_it_waits_and_unlinks_its_subtask(
+    user, contact_factory, tag_factory, inline_max
+):
+    inline_max(1)
+    task, members = tag_task_staged(user, contact_factory, tag_factory, 5)
+    # Another transaction holds members[3]: the chunk locks members[0..2], then waits there.
+    release = threading.Event()
+    blocker = holding(lambda: list(Contact.objects.select_for_update().filter(pk=members[3].pk)), release)
+    preparer = in_thread(lambda: task_prepare_chunk(task_id=task.pk))
+    wait_until(lambda: lock_waiters() == 1, timeout=30, what="the chunk waiting for members[3]")
+
+    deleter = in_thread(lambda: contacts_delete(contacts=Contact.objects.filter(pk=members[1].pk)))
+    wait_until(lambda: lock_waiters() == 2, timeout=30, what="the delete waiting for the chunk")
+    release.set()
+    for thread in (blocker, preparer, deleter):
+        thread.join()
+
+    subtasks = SubTask.objects.filter(task=task).order_by("id")
+    assert list(subtasks.values_list("recipient_email", "contact_id")) == [
+        (c.email, None if i == 1 else c.pk) for i, c in enumerate(members)
+    ]
+    assert not Contact.objects.filter(pk=members[1].pk).exists()
+    assert linked_contacts_exist(task)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_contact_deleted_before_a_chunk_reads_it_is_not_linked(user, contact_factory, tag_factory, inline_max):
+    inline_max(1)
+    task, members = tag_task_staged(user, contact_factory, tag_factory, 4)
+    # A list recipient's contact deleted before the chunk reads it: the recipient gets a new one.
+    listed = create_list_task(user, 3)
+    known = contact_factory(owner=user, email="r1@example.org")
+    release = threading.Event()
+
+    def delete() -> None:
+        contacts_delete(contacts=Contact.objects.filter(pk__in=[members[2].pk, known.pk]))
+
+    deleter = holding(delete, release)
+    preparers = [in_thread(lambda t=t: task_prepare_chunk(task_id=t.pk)) for t in (task, listed)]
+    wait_until(lambda: lock_waiters() == 2, timeout=30, what="both chunks waiting for the delete")
+    release.set()
+    for thread in (deleter, *preparers):
+        thread.join()
+
+    assert list(SubTask.objects.filter(task=task).order_by("id").values_list("contact_id", flat=True)) == [
+        None if i == 2 else c.pk for i, c in enumerate(members)
+    ]
+    relinked = SubTask.objects.get(task=listed, recipient_email="r1@example.org").contact
+    assert (relinked.email, relinked.pk != known.pk) == ("r1@example.org", True)
+    assert linked_contacts_exist(task) and linked_contacts_exist(listed)

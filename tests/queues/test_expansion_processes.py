@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from queues.models import SubTask, Task, TaskRecipient
+from queues.models import SubTask, Task, TaskRecipientPart
 from queues.services import message_id_for, task_create
 from tests.processes import child_environment
 from tests.schedulers import ROOT, wait_until
@@ -57,7 +57,9 @@ def test_a_preparer_killed_mid_way_is_resumed_and_every_recipient_gets_one_mail(
     assert 200 <= done < n, "killed too late to test a resume"
     # Whole chunks only: what is prepared has its subtasks, the rest is still staged.
     assert SubTask.objects.filter(task=task).count() == done
-    assert TaskRecipient.objects.filter(task=task).count() == n - done
+    parts = TaskRecipientPart.objects.filter(task=task)
+    left = {part.start + i: entry[0] for part in parts for i, entry in enumerate(part.recipients, 1)}
+    assert [left.get(position) for position in range(done + 1, n + 1)] == recipients(n)[done:]
     task.refresh_from_db()
     assert task.status == Task.Status.PREPARING
 
