@@ -378,6 +378,22 @@ def reputation_config() -> dict[str, Any]:
     return get_config_by_category("reputation")
 
 
+def services_table(*, since: dt.datetime, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every service with outcomes or complaints in the window, by name."""
+    rates = service_rates(since=since, config=config)
+    names = _service_names(rates)
+    rows = [{"id": key, "name": names.get(key, str(key)), **r.as_dict()} for key, r in rates.items()]
+    return sorted(rows, key=lambda row: row["name"])
+
+
+def owners_over_limit(*, since: dt.datetime, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The owners past a limit in the window, worst hard-bounce rate first."""
+    over = {key: r for key, r in owner_rates(since=since, config=config).items() if r.over_limits}
+    names = dict(get_user_model().objects.filter(pk__in=list(over)).values_list("pk", "username"))
+    rows = [{"id": key, "username": names.get(key, str(key)), **r.as_dict()} for key, r in over.items()]
+    return sorted(rows, key=lambda row: (-(row["hard_bounce_rate"] or 0), row["username"]))
+
+
 # --- the sweep -------------------------------------------------------------------------------
 
 
@@ -390,19 +406,23 @@ def reputation_check() -> dict[str, int]:
     config = reputation_config()
     now = db_now()
     since = window_start(now, config["window_hours"])
-    result = {"service_alerts": 0, "owner_alerts": 0, "alerts_resolved": 0}
     services = {k: r for k, r in service_rates(since=since, config=config).items() if r.over_limits}
     owners = {k: r for k, r in owner_rates(since=since, config=config).items() if r.over_limits}
+    # The owners' figures are also what /metrics shows (counting every owner at each scrape would cost more).
+    result = {
+        "services_over_limit": len(services),
+        "owners_over_hard_bounce_limit": sum(HARD_BOUNCE in r.over_limits for r in owners.values()),
+        "owners_over_complaint_limit": sum(COMPLAINT in r.over_limits for r in owners.values()),
+        "alerts_resolved": 0,
+    }
     service_names = _service_names(services)
     for service_id, r in services.items():
         name = service_names.get(service_id, str(service_id))
         _raise(SERVICE_ALERT, Alert.Severity.CRITICAL, f"service:{service_id}", f"Service {name}", r, config)
-        result["service_alerts"] += 1
     names = dict(get_user_model().objects.filter(pk__in=list(owners)).values_list("pk", "username"))
     for owner_id, r in owners.items():
         label = f"User {names.get(owner_id, owner_id)}"
         _raise(OWNER_ALERT, Alert.Severity.WARNING, f"user:{owner_id}", label, r, config)
-        result["owner_alerts"] += 1
     for alert_type, prefix, over in ((SERVICE_ALERT, "service:", services), (OWNER_ALERT, "user:", owners)):
         still = {f"{prefix}{key}" for key in over}
         open_subjects = (
