@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import pytest
 from django.core.management import call_command
@@ -10,20 +11,29 @@ from django.core.management import call_command
 from deliverability.models import ServiceReputationHour, Suppression, TaskBounceTally
 from monitoring.models import Alert
 from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.scheduler.transports import PERMANENT, TRANSIENT, open_transport
 from queues.scheduler.worker import work_remaining
 from queues.services import task_create
 from queues.sink import SmtpSink, _Handler
 from tests.api_helpers import client_for
+from tests.queues.test_transports import config, mail, smtp_backend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HARD = "550 5.1.1 user unknown"
 POLICY = "550 5.7.1 Message refused by local policy"
 BUSY = "450 4.2.0 Mailbox busy, try again later"
+SENDER = "553 5.1.8 Sender address rejected: domain not found"
 
 
 class _BounceHandler(_Handler):
-    """Refuses by the recipient's local part: hard… for good, spam… by policy, busy… the first time only."""
+    """Refuses by the recipient's local part: hard… for good, spam… by policy, busy… the first time only;
+    and a sender whose local part starts with badsender (5.1.8 at MAIL FROM)."""
+
+    async def handle_MAIL(self, server, session, envelope, address: str, mail_options) -> str:
+        if address.lower().startswith("badsender"):
+            return SENDER
+        return await super().handle_MAIL(server, session, envelope, address, mail_options)
 
     async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options) -> str:
         relay: BounceRelay = self.sink
@@ -195,3 +205,40 @@ def test_a_task_bouncing_past_the_limit_pauses_itself_while_another_users_task_g
         SubTask.objects.filter(task=bad, status="failed").values_list("recipient_email", flat=True)
     )
     assert len(suppressed) == tally.hard_bounces
+
+
+@pytest.mark.parametrize("transport", ["smtp", "backend"])
+@pytest.mark.parametrize(
+    ("recipient", "outcome", "fault", "bounce"),
+    [
+        pytest.param("hard@x.example", PERMANENT, False, "hard", id="5.1.1"),
+        pytest.param("spam@x.example", PERMANENT, True, "policy", id="5.7.1"),
+        pytest.param("busy@x.example", TRANSIENT, True, "soft", id="4.2.0"),
+    ],
+)
+def test_both_transports_classify_the_recipients_refusals_alike(relay, transport, recipient, outcome, fault, bounce):
+    settings = config(relay.port) if transport == "smtp" else smtp_backend(relay.port)
+    sender = open_transport(settings)
+    delivery = sender.send(mail(recipient))
+    sender.close()
+    assert (delivery.outcome, delivery.service_fault, delivery.bounce) == (outcome, fault, bounce)
+
+
+@pytest.mark.parametrize(
+    ("transport", "outcome"),
+    [
+        # As every MAIL FROM refusal: the service's, retried (possibly through another service).
+        pytest.param("smtp", TRANSIENT, id="smtp"),
+        # Django's backend raises SMTPSenderRefused, which it cannot tell from a refused message: failed.
+        pytest.param("backend", PERMANENT, id="backend"),
+    ],
+)
+def test_a_5_1_x_refusal_of_the_sender_is_never_the_recipients_hard_bounce(relay, transport, outcome):
+    settings = config(relay.port) if transport == "smtp" else smtp_backend(relay.port)
+    sender = open_transport(settings)
+    bad_sender_mail = dataclasses.replace(
+        mail("hard@x.example"), from_email="badsender@sender.example", from_header="badsender@sender.example"
+    )
+    delivery = sender.send(bad_sender_mail)
+    sender.close()
+    assert (delivery.outcome, delivery.code, delivery.service_fault, delivery.bounce) == (outcome, 553, True, "policy")

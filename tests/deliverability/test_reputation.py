@@ -65,6 +65,19 @@ def test_an_answered_batch_is_counted_per_service_owner_and_task(service, user, 
     assert sorted(SendAttempt.objects.values_list("bounce_class", flat=True)) == ["", "", "hard", "policy", "soft"]
 
 
+def test_a_refused_sender_counts_as_a_policy_rejection_not_as_an_answer(service, user, queue_config):
+    queue_config(max_retries=3)
+    claim = claimed(user, 1)
+    refused = Delivery(TRANSIENT, 550, "5.7.1 sender not permitted", service_fault=True, bounce="policy")  # MAIL FROM
+
+    record(outcomes(claim, [refused]))
+
+    counts = ServiceReputationHour.objects.get()
+    assert (counts.answered, counts.sent, counts.hard_bounces, counts.policy_rejections) == (0, 0, 0, 1)
+    assert not TaskBounceTally.objects.exists()
+    assert SubTask.objects.get().status == "pending"
+
+
 def test_recording_the_same_outcomes_again_counts_and_suppresses_once(service, user):
     claim = claimed(user, 4)
     results = outcomes(claim, [HARD, HARD, OK, OK])
