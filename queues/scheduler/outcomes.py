@@ -327,20 +327,26 @@ class OutcomeRecorder:
         """Pause each task past the hard-bounce limit, with an alert; returns the tasks paused.
 
         The task first, then its tally (task_delete's order too). Of several
-        recorders judging the same task, the one whose compare-and-set on the
-        tally applies raises the alert; a retry after a lost commit does nothing.
+        recorders judging the same task, the one that pauses it raises the
+        alert; a paused task is left alone. With pausing off, or for a task that
+        finished, the one whose compare-and-set on the tally applies alerts. A
+        retry after a lost commit does nothing.
         """
         config = reputation_config()
         paused = []
         for tally in tallies_over_limit(tallies.values(), config=config):
             reason = task_guard_reason(tally, config=config)
             pausing = config["pause_tasks"] and task_pause_by_platform(task_id=tally.task_id, reason=reason)
-            if not task_tally_check(tally):
-                continue
             row = Task.objects.filter(pk=tally.task_id).values_list("name", "owner_id", "status").first()
             if row is None:
                 continue
             name, owner_id, status = row
+            if not pausing and status == Task.Status.PAUSED:
+                # Stopped already (by the guard or its owner): what its last sends
+                # bring is judged with what follows a resume.
+                continue
+            if not task_tally_check(tally) and not pausing:
+                continue  # another recorder acted on these figures, or this is a retry
             if pausing:
                 paused.append(tally.task_id)
                 outcome = "paused; resume it once its recipient list is cleaned"

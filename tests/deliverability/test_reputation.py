@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -13,9 +14,10 @@ from deliverability.reputation import Rates, hour_of, owner_rates, service_rates
 from monitoring.models import Alert
 from queues.maintenance import run_sweep
 from queues.models import SendAttempt, SubTask, Task
-from queues.scheduler.outcomes import OutcomeRecorder
+from queues.scheduler.outcomes import OutcomeRecorder, SendResult
 from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, Delivery
 from queues.services import task_resume
+from tests.processes import run_in_processes
 from tests.queues.test_outcomes import claimed, record, result
 
 pytestmark = pytest.mark.django_db
@@ -169,6 +171,22 @@ def test_a_resumed_task_is_judged_on_the_answers_since_it_was_paused(service, us
     assert Alert.objects.get(alert_type="task_hard_bounces").occurrences == 2
 
 
+def test_the_last_sends_of_a_paused_task_raise_no_second_alert(service, user, reputation):
+    reputation(min_sample=4)
+    claim = claimed(user, 9)
+    first, in_flight = claim.items[:4], claim.items[4:8]
+
+    record([result(claim, item, d) for item, d in zip(first, [HARD, HARD, OK, OK], strict=True)])
+    reason = Task.objects.get().pause_reason
+    record([result(claim, item, d) for item, d in zip(in_flight, [HARD, HARD, OK, OK], strict=True)])
+
+    task = Task.objects.get()
+    assert (task.status, task.pause_reason) == ("paused", reason)
+    assert Alert.objects.get(alert_type="task_hard_bounces").occurrences == 1
+    tally = TaskBounceTally.objects.get()
+    assert (tally.answered, tally.checked_answered) == (8, 4)  # judged again after a resume
+
+
 def test_with_pausing_off_the_guard_only_alerts(service, user, reputation):
     reputation(min_sample=4, pause_tasks=False)
     claim = claimed(user, 5)
@@ -203,6 +221,54 @@ def test_finishing_a_batch_again_pauses_and_alerts_once(service, user, reputatio
     assert Alert.objects.get(alert_type="task_hard_bounces").occurrences == 1
     tally = TaskBounceTally.objects.get()
     assert (tally.checked_answered, tally.checked_hard_bounces) == (4, 2)
+
+
+def record_batch_in_worker(worker_id: str, token: str, subtask_ids: list[str], hard: int) -> list[str]:
+    """In a child process: record these subtasks' outcomes (the first ``hard`` hard bounces) as one batch."""
+    from queues.scheduler.claim import ClaimedSubTask
+
+    results = []
+    for n, sub in enumerate(SubTask.objects.filter(pk__in=subtask_ids).order_by("pk")):
+        item = ClaimedSubTask(
+            id=sub.pk,
+            task_id=sub.task_id,
+            owner_id=sub.owner_id,
+            service_id=sub.service_id,
+            recipient_email=sub.recipient_email,
+            message_id=sub.message_id,
+            attempts=sub.attempts,
+            contact=None,
+        )
+        finished = timezone.now()
+        delivery = HARD if n < hard else OK
+        results.append(
+            SendResult(item, uuid.UUID(token), delivery, finished - dt.timedelta(milliseconds=5), finished, 0.0)
+        )
+    recorder, config = OutcomeRecorder(worker_id=worker_id), get_config_by_category("queue")
+    summary = recorder.record(results, queue_config=config)
+    recorder.finish(summary, queue_config=config)
+    return [str(t) for t in summary.paused_tasks]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_four_recorders_at_once_lose_no_count_and_pause_and_alert_once(service, user, reputation):
+    reputation(min_sample=20)
+    claim = claimed(user, 41)  # one left over: the task is not finished by these batches
+    ids = [str(item.id) for item in claim.items[:40]]
+    args = [(f"w{i}", str(claim.token), ids[i * 10 : (i + 1) * 10], 3) for i in range(4)]
+
+    paused = run_in_processes(record_batch_in_worker, args)
+
+    task = Task.objects.get()
+    assert [t for each in paused for t in each] == [str(task.pk)]  # exactly one of them paused it
+    assert task.status == "paused"
+    assert Alert.objects.get(alert_type="task_hard_bounces").occurrences == 1
+    tally = TaskBounceTally.objects.get()
+    assert (tally.answered, tally.hard_bounces) == (40, 12)
+    counts = ServiceReputationHour.objects.get()
+    assert (counts.answered, counts.sent, counts.hard_bounces) == (40, 28, 12)
+    assert Suppression.objects.filter(reason="hard_bounce").count() == 12
 
 
 # --- rates over the window, and the sweep ------------------------------------------------------
