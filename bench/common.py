@@ -92,3 +92,41 @@ def proc_status_mb(pid: int, field: str = "VmRSS") -> float:
     except OSError:
         return 0.0
     return 0.0
+
+
+# The benchmark campaign: personalised subject, text and HTML parts of about 1 kB.
+SUBJECT = "Hello {{ contact.first_name }}"
+BODY_TEXT = "Hi {{ contact.first_name }}, this is a benchmark mail.\n" * 5
+BODY_HTML = "<p>Hi <b>{{ contact.first_name }}</b>, this is a benchmark mail.</p>" * 5
+
+
+def bench_services_create(*, port: int, count: int, sending_rate: float = 0.0) -> list:
+    """``count`` services ``bench-<i>`` sending through 127.0.0.1:``port`` with no quota to speak of."""
+    from queues.models import EmailService
+
+    return EmailService.objects.bulk_create(
+        EmailService(
+            name=f"bench-{i}",
+            host="127.0.0.1",
+            port=port,
+            security="none",
+            from_email=f"bench-{i}@edm.example",
+            sending_rate=sending_rate,
+            daily_quota=10_000_000,
+        )
+        for i in range(count)
+    )
+
+
+def bench_task_create(*, owner, name: str, recipients: int, domain: str, prefix: str = "r"):
+    """One campaign of ``recipients`` addresses ``<prefix><j>@<domain>``, through task_create as the API does."""
+    from queues.services import task_create
+
+    return task_create(
+        owner=owner,
+        name=name,
+        subject=SUBJECT,
+        body_text=BODY_TEXT,
+        body_html=BODY_HTML,
+        recipients=[{"email": f"{prefix}{j}@{domain}", "first_name": f"R{j}"} for j in range(recipients)],
+    )

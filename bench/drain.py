@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, percentile, proc_status_mb, setup_django
+from common import ROOT, bench_services_create, bench_task_create, percentile, proc_status_mb, setup_django
 
 
 def main() -> None:
@@ -45,8 +45,7 @@ def main() -> None:
     from config.services import ConfigManagerService
     from monitoring.models import TaskWaitMetric
     from queues.expansion import tasks_prepare
-    from queues.models import EmailService, SendAttempt, SubTask
-    from queues.services import task_create
+    from queues.models import SendAttempt, SubTask
 
     sink_script = "sink_server.py" if args.sink == "aiosmtpd" else "fast_sink.py"
     sink = subprocess.Popen(
@@ -57,30 +56,12 @@ def main() -> None:
     port = int(sink.stdout.readline())
 
     ConfigManagerService.set_config("queue", "claim_batch_size", args.batch)
-    EmailService.objects.bulk_create(
-        EmailService(
-            name=f"bench-{i}",
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            from_email=f"bench-{i}@edm.example",
-            sending_rate=0,
-            daily_quota=10_000_000,
-        )
-        for i in range(args.services)
-    )
+    bench_services_create(port=port, count=args.services)
     users = [User.objects.create(username=f"u{i}") for i in range(args.users)]
     per_user = args.subtasks // args.users
     setup_start = time.perf_counter()
     for i, user in enumerate(users):
-        task_create(
-            owner=user,
-            name=f"bench {i}",
-            subject="Hello {{ contact.first_name }}",
-            body_text="Hi {{ contact.first_name }}, this is a benchmark mail.\n" * 5,
-            body_html="<p>Hi <b>{{ contact.first_name }}</b>, this is a benchmark mail.</p>" * 5,
-            recipients=[{"email": f"r{j}@u{i}.example", "first_name": f"R{j}"} for j in range(per_user)],
-        )
+        bench_task_create(owner=user, name=f"bench {i}", recipients=per_user, domain=f"u{i}.example")
     tasks_prepare()  # tasks over 1,000 recipients are prepared in the background otherwise
     setup_seconds = time.perf_counter() - setup_start
     total = SubTask.objects.count()

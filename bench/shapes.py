@@ -26,11 +26,7 @@ import threading
 import time
 from email.message import EmailMessage
 
-from common import ROOT, setup_django
-
-SUBJECT = "Hello {{ contact.first_name }}"
-BODY_TEXT = "Hi {{ contact.first_name }}, this is a benchmark mail.\n" * 5
-BODY_HTML = "<p>Hi <b>{{ contact.first_name }}</b>, this is a benchmark mail.</p>" * 5
+from common import BODY_HTML, BODY_TEXT, ROOT, bench_services_create, bench_task_create, setup_django
 
 
 def main() -> None:
@@ -108,34 +104,16 @@ def prepare(port: int, args: argparse.Namespace, users: int, tasks: int, recipie
     from accounts.models import User
     from config.services import ConfigManagerService
     from queues.expansion import tasks_prepare
-    from queues.models import EmailService
-    from queues.services import task_create
 
     _reset()
     ConfigManagerService.set_config("queue", "claim_batch_size", args.batch)
-    EmailService.objects.bulk_create(
-        EmailService(
-            name=f"bench-{i}",
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            from_email=f"bench-{i}@edm.example",
-            sending_rate=0,
-            daily_quota=10_000_000,
-        )
-        for i in range(args.services)
-    )
+    bench_services_create(port=port, count=args.services)
     setup_start = time.perf_counter()
     owners = User.objects.bulk_create(User(username=f"u{i}") for i in range(users))
     for u, owner in enumerate(owners):
         for t in range(tasks):
-            task_create(
-                owner=owner,
-                name=f"bench {u}-{t}",
-                subject=SUBJECT,
-                body_text=BODY_TEXT,
-                body_html=BODY_HTML,
-                recipients=[{"email": f"r{t}-{j}@u{u}.example", "first_name": f"R{j}"} for j in range(recipients)],
+            bench_task_create(
+                owner=owner, name=f"bench {u}-{t}", recipients=recipients, domain=f"u{u}.example", prefix=f"r{t}-"
             )
     tasks_prepare()  # a task of over 1,000 recipients is prepared in the background otherwise
     setup = time.perf_counter() - setup_start

@@ -36,6 +36,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -46,7 +47,7 @@ from typing import Any
 
 import relay as relay_client
 
-from common import ROOT, recreate_database, setup_django
+from common import ROOT, bench_services_create, bench_task_create, recreate_database, setup_django
 
 BENCH = Path(__file__).resolve().parent
 
@@ -83,6 +84,7 @@ class Measured:
     sent: int
     max_connections: dict[str, int]  # from_email -> the service's cap
     drain_seconds: float  # schedulers' start to exit, process start included
+    cpu: CpuUse | None = None
     extras: list[str] = field(default_factory=list)
 
     @property
@@ -92,6 +94,39 @@ class Measured:
     @property
     def ceiling_per_s(self) -> float:
         return self.ceiling["mails_per_s"] or 0.0
+
+
+@dataclass
+class CpuUse:
+    """Where the machine's CPU went during one drain."""
+
+    schedulers_seconds: float  # user + system of the run_scheduler processes
+    machine_busy_seconds: float  # every process's (PostgreSQL and the relay included), from /proc/stat
+    wall_seconds: float
+
+    @property
+    def machine_busy_cores(self) -> float:
+        return self.machine_busy_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def schedulers_cores(self) -> float:
+        return self.schedulers_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core has spent not idle since boot (Linux; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(v) for v in fields[:8]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class RelayProcess:
@@ -128,34 +163,13 @@ def fresh_database() -> None:
 def queue_mails(*, port: int, scenario: Scenario, mails: int, users: int) -> list[str]:
     """The services (pointing at the relay) and the tasks; returns the services' from_email addresses."""
     from accounts.models import User
-    from queues.models import EmailService
-    from queues.services import task_create
 
-    services = [
-        EmailService(
-            name=f"bench-{i}",
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            from_email=f"bench-{i}@edm.example",
-            sending_rate=scenario.sending_rate,
-            daily_quota=10_000_000,
-        )
-        for i in range(scenario.services)
-    ]
-    EmailService.objects.bulk_create(services)
+    services = bench_services_create(port=port, count=scenario.services, sending_rate=scenario.sending_rate)
     users = max(1, min(users, mails))
     for i in range(users):
         owner = User.objects.create(username=f"u{i}")
         count = mails // users + (1 if i < mails % users else 0)
-        task_create(
-            owner=owner,
-            name=f"bench {i}",
-            subject="Hello {{ contact.first_name }}",
-            body_text="Hi {{ contact.first_name }}, this is a benchmark mail.\n" * 5,
-            body_html="<p>Hi <b>{{ contact.first_name }}</b>, this is a benchmark mail.</p>" * 5,
-            recipients=[{"email": f"r{j}@u{i}.example", "first_name": f"R{j}"} for j in range(count)],
-        )
+        bench_task_create(owner=owner, name=f"bench {i}", recipients=count, domain=f"u{i}.example")
     return [s.from_email for s in services]
 
 
@@ -178,6 +192,8 @@ def drain(
         connection.close()
         env = dict(os.environ, LOG_LEVEL="WARNING")
         command = [sys.executable, str(ROOT / "manage.py"), "run_scheduler", "--until-empty", *scheduler_args]
+        # The relay is a child too, but it is still running: only reaped children count here.
+        children_before, busy_before = _children_cpu_seconds(), _machine_busy_seconds()
         started = time.perf_counter()
         procs = [subprocess.Popen(command, env=env) for _ in range(processes)]
         deadline = time.monotonic() + timeout
@@ -191,6 +207,11 @@ def drain(
                     other.wait(60)
                 break
         drain_seconds = time.perf_counter() - started
+        cpu = CpuUse(
+            schedulers_seconds=_children_cpu_seconds() - children_before,
+            machine_busy_seconds=_machine_busy_seconds() - busy_before,
+            wall_seconds=drain_seconds,
+        )
         stats = relay.stats()
     finally:
         relay.stop()
@@ -204,7 +225,7 @@ def drain(
         senders=senders,
         processes=processes,
     )
-    return Measured(scenario, processes, stats, ceiling, queued, sent, caps, drain_seconds)
+    return Measured(scenario, processes, stats, ceiling, queued, sent, caps, drain_seconds, cpu)
 
 
 def measure_ceiling(
@@ -264,9 +285,32 @@ def delivery_extra(measured: Measured) -> list[str]:
     return extras
 
 
+def cpu_extra(measured: Measured) -> list[str]:
+    cpu = measured.cpu
+    if cpu is None or not measured.sent:
+        return []
+    per_mail_ms = cpu.schedulers_seconds / measured.sent * 1000
+    return [
+        f"CPU: schedulers {cpu.schedulers_cores:.2f} cores ({per_mail_ms:.2f} ms/mail), "
+        f"machine {cpu.machine_busy_cores:.2f} of {os.cpu_count()} cores busy"
+    ]
+
+
 def report_row(label: str, figure: float, ceiling: float, ceiling_name: str, extras: list[str]) -> None:
     ratio = f"{figure / ceiling * 100:.0f} %" if ceiling else "-"
     print(f"| {label} | {figure:,.0f} | {ceiling:,.0f} ({ceiling_name}) | {ratio} | {'; '.join(extras)} |", flush=True)
+
+
+def scaleout_bound(first: Measured, last: Measured) -> str:
+    """What this machine's cores allow: N processes can at most use every core at the first run's CPU per mail."""
+    if first.cpu is None or not first.cpu.machine_busy_cores:
+        return ""
+    cores = os.cpu_count() or 1
+    bound = cores / first.cpu.machine_busy_cores
+    return (
+        f"the {first.processes}-process run kept {first.cpu.machine_busy_cores:.2f} of {cores} cores busy: "
+        f"at its CPU per mail the machine allows at most {bound:.2f}x"
+    )
 
 
 def run_scenario(scenario: Scenario, args: argparse.Namespace, scheduler_args: list[str]) -> list[Measured]:
@@ -289,6 +333,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, scheduler_args: l
             *delivery_extra(measured),
             f"drain incl. start {measured.drain_seconds:.1f} s",
             f"{measured.relay['bytes'] // max(1, measured.relay['accepted'])} B/mail",
+            *cpu_extra(measured),
         ]
         if scenario.sending_rate:
             figure, ceiling, extras = rate_extras(measured)
@@ -308,7 +353,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, scheduler_args: l
         print(
             f"| {scenario.name}: {last.processes} proc / {first.processes} proc | "
             f"{last.mails_per_s / first.mails_per_s:.2f}x | "
-            f"{last.ceiling_per_s / first.ceiling_per_s:.2f}x (raw smtplib) | | |",
+            f"{last.ceiling_per_s / first.ceiling_per_s:.2f}x (raw smtplib) | | {scaleout_bound(first, last)} |",
             flush=True,
         )
     return results

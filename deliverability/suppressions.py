@@ -18,13 +18,13 @@ def email_normalise(email: str) -> str:
 
 def suppression_add(
     *,
-    owner_id: int | None,
+    owner_id: uuid.UUID | None,
     email: str,
     reason: str,
     source: str,
     task_id: uuid.UUID | None = None,
     subtask_id: uuid.UUID | None = None,
-    service_id: int | None = None,
+    service_id: uuid.UUID | None = None,
     detail: str = "",
 ) -> tuple[Suppression, bool]:
     """Suppress ``email`` for ``owner_id`` (None: platform-wide); returns (entry, created).
@@ -53,7 +53,7 @@ def suppression_add(
     return entry, True
 
 
-def suppressed_among(*, owner_id: int, emails: Iterable[str]) -> set[str]:
+def suppressed_among(*, owner_id: uuid.UUID, emails: Iterable[str]) -> set[str]:
     """The lowercased addresses of ``emails`` that ``owner_id``'s mail must not go to (own or platform list)."""
     wanted = {email_normalise(e) for e in emails}
     if not wanted:
@@ -63,6 +63,11 @@ def suppressed_among(*, owner_id: int, emails: Iterable[str]) -> set[str]:
             "email", flat=True
         )
     )
+
+
+def suppression_remove(*, entry: Suppression) -> None:
+    """Take an address off its list: from the next claim on, mail goes to it again."""
+    entry.delete()
 
 
 @dataclass(frozen=True)

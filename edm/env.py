@@ -8,12 +8,15 @@ instead of surfacing as odd behaviour later.
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from typing import Any
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -110,3 +113,59 @@ def env_redis_url(name: str, *, environ: Mapping[str, str] | None = None) -> str
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"{name}={url!r} is not a Redis URL (redis://host:port/db)")
     return url
+
+
+def env_basic_auth_list(name: str, *, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated ``user:password`` pairs (more than one while a secret is being rotated)."""
+    pairs = env_list(name, [], environ=environ)
+    for pair in pairs:
+        user, colon, password = pair.partition(":")
+        if not (user and colon and password):
+            # The message must not echo the value: it is a secret.
+            raise ImproperlyConfigured(f"{name} must be user:password (comma-separated to accept several)")
+    return pairs
+
+
+# What may appear in a URL unescaped (RFC 3986), so the value goes into a mail header as it is.
+_URL_CHARS = re.compile(r"^[A-Za-z0-9._~:/@!$&'()*+,;=%-]+$")
+MAX_PUBLIC_URL = 200
+
+
+def env_public_url(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
+    """An absolute http(s) base URL (scheme, host, optional port and path), without a trailing slash."""
+    value = env_str(name, default, environ=environ)
+    assert value is not None
+    problem = None
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number in range
+    except ValueError:
+        problem = "it does not parse"
+    else:
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            problem = "it needs http:// or https:// and a host"
+        elif parts.query or parts.fragment or "?" in value or "#" in value:
+            problem = "it must not have a query or fragment"
+        elif parts.username is not None:
+            problem = "it must not carry credentials"
+        elif not _URL_CHARS.match(value):
+            problem = "it has characters a URL must percent-encode (an IDN host must be written in punycode)"
+        elif len(value) > MAX_PUBLIC_URL:
+            problem = f"it is longer than {MAX_PUBLIC_URL} characters"
+    if problem:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a usable public base URL: {problem}")
+    return value.rstrip("/")
+
+
+def env_email(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """An ASCII e-mail address, or None when unset."""
+    value = env_str(name, None, environ=environ)
+    if value is None:
+        return None
+    try:
+        validate_email(value)
+    except ValidationError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an e-mail address") from None
+    if not value.isascii() or "?" in value or "%" in value:
+        raise ImproperlyConfigured(f"{name}={value!r} must be a plain ASCII address (it goes into mail headers)")
+    return value

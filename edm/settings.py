@@ -11,10 +11,13 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from edm.env import (
+    env_basic_auth_list,
     env_bool,
     env_database,
+    env_email,
     env_int,
     env_list,
+    env_public_url,
     env_redis_url,
     env_required,
     env_str,
@@ -47,6 +50,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_celery_beat",
     "django_prometheus",
+    "anymail",
     "accounts",
     "config",
     "contacts",
@@ -210,6 +214,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 
 # Message-IDs are generated once per subtask with this domain, so every
 # attempt of a subtask carries the same ID whichever service sends it.
 EDM_MESSAGE_ID_DOMAIN = env_str("EDM_MESSAGE_ID_DOMAIN", "edm.localhost")
+# Where recipients reach this site: campaign mail's unsubscribe links start with it.
+EDM_PUBLIC_URL = env_public_url("EDM_PUBLIC_URL", "http://127.0.0.1:8000")
+# Optional: a mailbox offered as a second List-Unsubscribe method (its mail is not read by this project).
+EDM_UNSUBSCRIBE_MAILTO = env_email("EDM_UNSUBSCRIBE_MAILTO")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "edm@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -219,6 +227,23 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 # Staff alert mails (alerts.notify_staff) must never hang the process that sends them.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+
+# --- ESP tracking webhooks (django-anymail; see README "ESP webhooks") ----
+
+# Without a webhook secret every ESP webhook is refused (deliverability.webhook_urls).
+# ESPs that sign their posts also need their own key (their webhook is refused without it);
+# the others rely on the secret alone. MANDRILL_WEBHOOK_URL: the public URL Mandrill signs,
+# when a proxy changes the one Django sees.
+_ANYMAIL_ESP_KEYS = (
+    "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "MAILERSEND_SIGNING_SECRET",
+    "MANDRILL_WEBHOOK_KEY",
+    "MANDRILL_WEBHOOK_URL",
+)
+ANYMAIL = {name: value for name in _ANYMAIL_ESP_KEYS if (value := env_str(name))}
+_webhook_secrets = env_basic_auth_list("ANYMAIL_WEBHOOK_SECRET")
+if _webhook_secrets:
+    ANYMAIL["WEBHOOK_SECRET"] = _webhook_secrets
 
 # --- Checks and logging ---------------------------------------------------
 

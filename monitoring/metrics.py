@@ -43,6 +43,8 @@ it started, so Prometheus sums them across processes):
 - ``edm_mails_sent_total{service}`` counter: mails handed over to a service;
 - ``edm_mails_failed_total{service,kind}`` counter: failed attempts, kind
   ``transient`` (retried, or failed once out of retries) or ``permanent``;
+- ``edm_mails_suppressed_total`` counter: claimed recipients found on a
+  suppression list (marked suppressed, never sent);
 - ``edm_claim_seconds{result}`` histogram: one claim transaction, by result
   (claimed, no_service, no_work, retry);
 - ``edm_send_seconds{outcome}`` histogram: one SMTP/ESP conversation;
@@ -88,6 +90,11 @@ MAILS_FAILED = Counter(
     "edm_mails_failed",
     "Failed send attempts in this process, by service and kind (transient or permanent).",
     ["service", "kind"],
+    registry=SCHEDULER_REGISTRY,
+)
+MAILS_SUPPRESSED = Counter(
+    "edm_mails_suppressed",
+    "Recipients this process's claims found on a suppression list (marked suppressed, never sent).",
     registry=SCHEDULER_REGISTRY,
 )
 CLAIM_SECONDS = Histogram(

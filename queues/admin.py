@@ -23,6 +23,7 @@ from queues.services import (
     task_cancel,
     task_delete,
     task_pause,
+    task_progress,
     task_resume,
     task_retry_failed,
     task_update,
@@ -238,6 +239,7 @@ class TaskAdmin(OneAtATimeDeleteAdmin):
         "status",
         "recipients_total",
         "recipients_prepared",
+        "progress",
         "failure_reason",
         "pause_reason",
         "created_at",
@@ -258,6 +260,13 @@ class TaskAdmin(OneAtATimeDeleteAdmin):
         if task.status == Task.Status.PREPARING:
             return f"{task.recipients_prepared:,} of {task.recipients_total:,} prepared"
         return f"{task.recipients_total:,}"
+
+    @admin.display(description="progress")
+    def progress(self, task: Task) -> str:
+        """Subtasks by status (those with any), suppressed recipients included."""
+        counts = task_progress(task)
+        total = counts.pop("total")
+        return ", ".join([f"{n:,} {status}" for status, n in counts.items() if n] + [f"{total:,} in all"])
 
     def save_model(self, request: HttpRequest, obj: Task, form: forms.ModelForm, change: bool) -> None:
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in EDITABLE_IN}

@@ -262,10 +262,13 @@ class SubTask(models.Model):
         # Its SMTP conversation started and never reported back; with
         # recovery.unknown_outcome = "park" it waits here for an operator.
         PARKED = "parked", "Parked (outcome unknown)"
+        # Its address is on the owner's or the platform's suppression list
+        # (deliverability): found so by a claim, never sent, never charged.
+        SUPPRESSED = "suppressed", "Suppressed"
 
     # Statuses in which a service has been charged for the subtask.
     WITH_SERVICE = (Status.ALLOCATED, Status.PROCESSING, Status.SENT)
-    TERMINAL = (Status.SENT, Status.FAILED, Status.CANCELLED)
+    TERMINAL = (Status.SENT, Status.FAILED, Status.CANCELLED, Status.SUPPRESSED)
     CLAIMED = (Status.ALLOCATED, Status.PROCESSING)
 
     # Time-ordered ids: bulk inserts append to the primary key index.

@@ -1,4 +1,4 @@
-"""Figures about a run: sends per service and per user, throughput, first-send waits."""
+"""Figures about a run: sends per service and per user, throughput, first-send waits, suppressed recipients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Max, Min
 
 from monitoring.models import TaskWaitMetric
-from queues.models import SendAttempt
+from queues.models import SendAttempt, SubTask
 
 
 @dataclass
@@ -19,6 +19,7 @@ class RunReport:
     failed: int
     retried: int
     sent: int
+    suppressed: int  # recipients skipped as suppressed (no attempt, nothing sent)
     first_send: dt.datetime | None
     last_send: dt.datetime | None
     waits: list[tuple[str, str, float]]  # (user, task, seconds)
@@ -50,6 +51,7 @@ def run_report(*, since: dt.datetime) -> RunReport:
         failed=attempts.filter(outcome=SendAttempt.Outcome.PERMANENT).count(),
         retried=attempts.filter(outcome=SendAttempt.Outcome.TRANSIENT).count(),
         sent=sum(by_service.values()),
+        suppressed=SubTask.objects.filter(status=SubTask.Status.SUPPRESSED, updated_at__gte=since).count(),
         first_send=span["first"],
         last_send=span["last"],
         waits=sorted(waits, key=lambda w: (w[0], w[1])),
@@ -59,7 +61,8 @@ def run_report(*, since: dt.datetime) -> RunReport:
 def format_report(report: RunReport) -> str:
     lines = [
         f"Sent {report.sent} mails at {report.mails_per_second:.0f} mails/s "
-        f"({report.retried} transient failures, {report.failed} permanent)."
+        f"({report.retried} transient failures, {report.failed} permanent; "
+        f"{report.suppressed} suppressed recipients skipped)."
     ]
     lines.append("")
     lines.append(f"{'service':<24} {'sent':>8}")

@@ -454,8 +454,20 @@ def task_retry_failed(*, task: Task) -> int:
     return retried
 
 
+# The subtask outcomes that decide whether a finished task completed or failed.
+COMPLETING = (SubTask.Status.SENT, SubTask.Status.FAILED, SubTask.Status.SUPPRESSED)
+
+
+def _completes(outcomes: set[str]) -> bool:
+    """Any mail sent, or nothing to deliver (recipients suppressed) and nothing failed."""
+    return SubTask.Status.SENT in outcomes or (
+        SubTask.Status.SUPPRESSED in outcomes and SubTask.Status.FAILED not in outcomes
+    )
+
+
 def tasks_complete_if_done(task_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
-    """Mark runnable tasks whose every subtask is terminal completed (or failed if none was sent).
+    """Finish runnable tasks whose every subtask is terminal: completed when a mail was sent, or when
+    recipients were suppressed and none failed; failed otherwise.
 
     A few statements for the whole set (a batch of one-recipient tasks
     finishes as many tasks as it has mails), not a few per task.
@@ -481,14 +493,17 @@ def tasks_complete_if_done(task_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
         )
         if not finished:
             return []
-        sent = set(
-            SubTask.objects.filter(task_id__in=finished, status=SubTask.Status.SENT)
-            .values_list("task_id", flat=True)
+        outcomes: dict[uuid.UUID, set[str]] = {t: set() for t in finished}
+        for task_id, status in (
+            SubTask.objects.filter(task_id__in=finished, status__in=COMPLETING)
+            .values_list("task_id", "status")
             .distinct()
-        )
+        ):
+            outcomes[task_id].add(status)
+        completed = {t for t, seen in outcomes.items() if _completes(seen)}
         for status, group in (
-            (Task.Status.COMPLETED, [t for t in finished if t in sent]),
-            (Task.Status.FAILED, [t for t in finished if t not in sent]),
+            (Task.Status.COMPLETED, [t for t in finished if t in completed]),
+            (Task.Status.FAILED, [t for t in finished if t not in completed]),
         ):
             if group:
                 Task.objects.filter(pk__in=group).update(status=status, completed_at=now, updated_at=now)

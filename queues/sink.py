@@ -2,7 +2,9 @@
 
 Used by the demo (``make run``), the tests and the benchmarks. It records each
 message's Message-ID, envelope sender (which service sent it), recipient and
-arrival time. Failures can be injected:
+arrival time; MAIL FROM is stamped with the kernel's receive time
+(queues.arrival_stamps), so a sink thread held up does not bunch the stamps.
+Failures can be injected:
 
 - by recipient local part: ``tempfail…`` gets 451 at RCPT, ``permfail…`` 550
   at RCPT, ``datafail…`` 554 after DATA, ``flaky…`` 451 after DATA the first
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from queues.arrival_stamps import StampingListener
+
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -41,7 +45,7 @@ class SinkRecord:
     received_at: float  # time.time(): the end of DATA
     size: int
     content: bytes | None = None
-    started_at: float = 0.0  # MAIL FROM
+    started_at: float = 0.0  # MAIL FROM's arrival (the kernel's receive time)
     replied_at: float = 0.0  # the final reply (received_at plus the latency)
 
 
@@ -52,7 +56,7 @@ class _Handler:
     async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str, mail_options) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        envelope.started_at = time.time()
+        envelope.started_at = server.arrived_at()
         self.sink.attribute(server, address)
         return "250 OK"
 
@@ -108,7 +112,7 @@ class _Handler:
 
 
 class _SinkSMTP(SMTP):
-    def __init__(self, handler: _Handler, sink: SmtpSink) -> None:
+    def __init__(self, handler: _Handler, sink: SmtpSink, listener: StampingListener) -> None:
         options = {}
         if sink.starttls_context is not None:
             options.update(tls_context=sink.starttls_context, require_starttls=True)
@@ -125,6 +129,13 @@ class _SinkSMTP(SMTP):
             warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
             super().__init__(handler, hostname="edm-sink", decode_data=False, ident="EDM sink", **options)
         self._sink = sink
+        self._listener = listener
+
+    def arrived_at(self) -> float:
+        """When the command being handled reached this host: the kernel's time of the session's last read
+        (a client waits for the reply to MAIL FROM, or pipelines the envelope in one write, so nothing
+        later has been read)."""
+        return self._listener.arrived_at(self.session.peer)
 
     def connection_made(self, transport) -> None:
         self._sink.connections.add(transport)
@@ -180,28 +191,24 @@ class SmtpSink:
         self._server: asyncio.AbstractServer | None = None
 
     def _run_loop(self) -> None:
-        # MAIL FROM is stamped as it is read: on a busy machine a thread the
-        # kernel puts off stamps late. Where the process may, this one goes first.
+        # Replies and DATA stamps are the thread's own: on a busy machine a
+        # thread the kernel puts off answers late. Where the process may, this one goes first.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
         self._loop.run_forever()
 
     def start(self) -> SmtpSink:
-        # The sink's thread stamps each MAIL FROM: it must get the interpreter
-        # within half a millisecond, not after another thread's 5 ms turn, or
-        # bursts of arrivals are stamped as if they came together.
+        # The sink's thread answers each command: it gets the interpreter
+        # within half a millisecond, not after another thread's 5 ms turn.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._run_loop, name="smtp-sink", daemon=True)
             self._thread.start()
         handler = self.handler_class(self)
+        listener = StampingListener.bound(self.host, self.port)
         create = self._loop.create_server(
-            lambda: _SinkSMTP(handler, self),
-            self.host,
-            self.port,
-            reuse_address=True,
-            ssl=self.implicit_tls_context,
+            lambda: _SinkSMTP(handler, self, listener), sock=listener, ssl=self.implicit_tls_context
         )
         self._server = asyncio.run_coroutine_threadsafe(create, self._loop).result(timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]

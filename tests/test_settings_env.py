@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from edm.env import env_bool, env_database, env_int, env_list, env_redis_url, env_timezone
+from edm.env import (
+    env_bool,
+    env_database,
+    env_email,
+    env_int,
+    env_list,
+    env_public_url,
+    env_redis_url,
+    env_timezone,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,12 +35,14 @@ print(json.dumps({
     "cache": settings.CACHES["default"]["BACKEND"], "eager": settings.CELERY_TASK_ALWAYS_EAGER,
     "broker": settings.CELERY_BROKER_URL, "debug": settings.DEBUG, "tz": settings.TIME_ZONE,
     "hosts": settings.ALLOWED_HOSTS,
+    "public_url": settings.EDM_PUBLIC_URL, "unsubscribe_mailto": settings.EDM_UNSUBSCRIBE_MAILTO,
 }))
 """
 
 
 def load_settings(**env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
+    ignored = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "EDM_PUBLIC_URL", "EDM_UNSUBSCRIBE_MAILTO"}
+    clean = {k: v for k, v in os.environ.items() if k not in ignored}
     clean.update(env, DJANGO_SETTINGS_MODULE="edm.settings")
     return subprocess.run(
         [sys.executable, "-c", PRINT_SETTINGS], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
@@ -47,6 +58,7 @@ def test_defaults_are_sqlite_under_var_local_cache_and_eager_celery():
     assert loaded["sqlite_mode"] == "IMMEDIATE"
     assert loaded["cache"] == "django.core.cache.backends.locmem.LocMemCache"
     assert (loaded["eager"], loaded["broker"], loaded["tz"]) == (True, None, "UTC")
+    assert (loaded["public_url"], loaded["unsubscribe_mailto"]) == ("http://127.0.0.1:8000", None)
 
 
 def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
@@ -56,6 +68,8 @@ def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
         REDIS_URL="redis://cache.internal:6379/0",
         ALLOWED_HOSTS="edm.example.com, api.example.com",
         TIME_ZONE="Asia/Shanghai",
+        EDM_PUBLIC_URL="https://mail.example.com/edm/",
+        EDM_UNSUBSCRIBE_MAILTO="unsubscribe@example.com",
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
@@ -66,6 +80,10 @@ def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
     assert (loaded["eager"], loaded["broker"]) == (False, "redis://cache.internal:6379/0")
     assert loaded["hosts"] == ["edm.example.com", "api.example.com"]
     assert (loaded["debug"], loaded["tz"]) == (False, "Asia/Shanghai")
+    assert (loaded["public_url"], loaded["unsubscribe_mailto"]) == (
+        "https://mail.example.com/edm",
+        "unsubscribe@example.com",
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,6 +98,16 @@ def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
         pytest.param({"DEBUG": "1", "REDIS_URL": "localhost:6379"}, "is not a Redis URL", id="bad-redis"),
         pytest.param(
             {"DEBUG": "1", "DATABASE_URL": "mysql://root:hunter2@db/edm"}, "not a 'mysql' URL", id="unsupported-db"
+        ),
+        pytest.param(
+            {"DEBUG": "1", "EDM_PUBLIC_URL": "mail.example.com"},
+            "EDM_PUBLIC_URL='mail.example.com' is not a usable public base URL: it needs http:// or https://",
+            id="public-url-without-scheme",
+        ),
+        pytest.param(
+            {"DEBUG": "1", "EDM_UNSUBSCRIBE_MAILTO": "unsubscribe at example.com"},
+            "EDM_UNSUBSCRIBE_MAILTO='unsubscribe at example.com' is not an e-mail address",
+            id="bad-mailto",
         ),
     ],
 )
@@ -104,3 +132,35 @@ def test_typed_readers():
         env_int("I", 1, minimum=10, environ=env)
     with pytest.raises(ImproperlyConfigured, match="scheme 'nonsense'"):
         env_database("D", "nonsense://secret@x/y", environ={})
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param("ftp://mail.example.com", "needs http:// or https:// and a host", id="scheme"),
+        pytest.param("https://", "needs http:// or https:// and a host", id="no-host"),
+        pytest.param("https://mail.example.com/?a=1", "must not have a query or fragment", id="query"),
+        pytest.param("https://mail.example.com/#top", "must not have a query or fragment", id="fragment"),
+        pytest.param("https://u:hunter2@mail.example.com", "must not carry credentials", id="credentials"),
+        pytest.param("https://mail.example.com:99999", "does not parse", id="port"),
+        pytest.param("https://mail example.com", "characters a URL must percent-encode", id="space"),
+        pytest.param("https://bücher.de", "characters a URL must percent-encode", id="idn"),
+        pytest.param("https://m.example/" + "p" * 200, "longer than 200 characters", id="too-long"),
+    ],
+)
+def test_a_public_url_that_cannot_go_into_mail_is_refused(value, problem):
+    with pytest.raises(ImproperlyConfigured, match=problem):
+        env_public_url("EDM_PUBLIC_URL", "http://127.0.0.1:8000", environ={"EDM_PUBLIC_URL": value})
+
+
+def test_public_url_and_mailbox_readers():
+    assert env_public_url("U", "http://127.0.0.1:8000/", environ={}) == "http://127.0.0.1:8000"
+    assert env_public_url("U", "x", environ={"U": " https://mail.example.com:8443/edm/ "}) == (
+        "https://mail.example.com:8443/edm"
+    )
+    assert env_email("M", environ={}) is None
+    assert env_email("M", environ={"M": ""}) is None
+    assert env_email("M", environ={"M": "unsubscribe@example.com"}) == "unsubscribe@example.com"
+    for bad in ("jörg@example.com", "a@b.example?subject=x"):
+        with pytest.raises(ImproperlyConfigured, match="M="):
+            env_email("M", environ={"M": bad})

@@ -12,7 +12,7 @@ from monitoring.models import TaskWaitMetric
 from queues.models import SubTask, Task
 from queues.services import task_progress
 
-DONE = (SubTask.Status.SENT, SubTask.Status.FAILED, SubTask.Status.CANCELLED)
+DONE = SubTask.TERMINAL
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
 
 
@@ -21,8 +21,8 @@ class TaskMonitorService:
     def task_status(task: Task, *, now: dt.datetime | None = None) -> dict[str, Any]:
         """Counts by subtask status, percent done and the first-send wait of one task.
 
-        percent_done counts every subtask with a final outcome (sent, failed or
-        cancelled): it says how much is left to do, not how much was delivered.
+        percent_done counts every subtask with a final outcome (sent, failed,
+        cancelled or suppressed): it says how much is left to do, not how much was delivered.
         """
         now = now or timezone.now()
         counts = task_progress(task)

@@ -218,6 +218,9 @@ def probe_wait(task: Task, *, timeout: float) -> CheckResult:
     if subtask.status == SubTask.Status.FAILED:
         summary = f"mail to {subtask.recipient_email} failed after {subtask.attempts} attempt(s)"
         return CheckResult("end-to-end", FAIL, summary, tuple(details))
+    if subtask.status == SubTask.Status.SUPPRESSED:
+        summary = f"mail to {subtask.recipient_email} not sent: the address is suppressed ({subtask.error_message})"
+        return CheckResult("end-to-end", FAIL, summary, tuple(details))
     summary = f"mail to {subtask.recipient_email} not sent within {timeout:g} s: subtask {subtask.status}"
     details.append(f"live schedulers: {len(SystemMonitorService.live_schedulers())}")
     details.append(f"ready services: {SystemMonitorService.ready_services()}")

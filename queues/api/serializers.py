@@ -233,6 +233,7 @@ class TaskProgressSerializer(serializers.Serializer):
     failed = serializers.IntegerField()
     cancelled = serializers.IntegerField()
     parked = serializers.IntegerField()
+    suppressed = serializers.IntegerField(help_text="Recipients on a suppression list: skipped, never sent.")
     total = serializers.IntegerField()
 
 

@@ -10,11 +10,14 @@ concurrent claimers never wait on each other and never take the same row):
    allows for a service without a rate;
 3. the next users in the rotation, locked, and each one's next subtasks:
    runnable tasks by priority then age, each task's due subtasks oldest first;
-4. subtasks marked allocated with a claim token, worker id and time; quota
+   those whose recipient is on a suppression list marked suppressed and set
+   aside (queues.scheduler.suppressed), before any service is charged;
+4. the other subtasks marked allocated with a claim token, worker id and time; quota
    counted; a rate-limited service's next free moment moved past its slots;
    served users moved to the back.
 
 No SMTP happens here: the caller sends after commit and records afterwards.
+After commit, tasks left with nothing but suppressed recipients are finished.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import logging
 import math
 import time
 import uuid
@@ -30,7 +34,7 @@ import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest, Now
 from django.utils import timezone
@@ -41,6 +45,10 @@ from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.rotation import PG_TURN, next_turn, user_queue_activate, user_queue_defer
 from queues.scheduler import pgsql
 from queues.scheduler import slots as rate_slots
+from queues.scheduler.suppressed import Pick, picks_drop_suppressed
+from queues.services import tasks_complete_if_done
+
+logger = logging.getLogger(__name__)
 
 RUNNABLE = (Task.Status.PENDING, Task.Status.SENDING)
 MAX_SERVICES_PER_CLAIM = 16
@@ -100,6 +108,8 @@ class Claim:
     services: dict[uuid.UUID, ReadyService] = field(default_factory=dict)
     # When each mail of a rate-limited service may start: {subtask id: slot (database time)}.
     slots: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
+    # Picked, found on a suppression list and marked so: (subtask, task).
+    suppressed: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
 
 
 def quota_day(now: dt.datetime, tz_name: str) -> dt.date:
@@ -156,22 +166,40 @@ def claim_subtasks(*, worker_id: str, limit: int, queue_config: dict, max_leases
             return Claim(ClaimStatus.SENDERS_BUSY)
         picks, idle_users = _pick(sum(n for _, n in slots), started_at)
         _defer_idle_users(idle_users, started_at)
-        if not picks:
-            if idle_users:
-                return Claim(ClaimStatus.RETRY)
+        picks, suppressed = picks_drop_suppressed(picks=picks, now=started_at)
+        if picks:
+            claim = _reserve(
+                picks,
+                slots,
+                token=uuid.uuid4(),
+                worker_id=worker_id,
+                started_at=started_at,
+                today=today,
+                default_rate=queue_config["default_sending_rate"],
+            )
+        elif idle_users or suppressed:
+            claim = Claim(ClaimStatus.RETRY)
+        else:
             ready_users = UserQueue.objects.filter(ready_at__lte=started_at)
             return Claim(_nothing_ready(ready_users, ClaimStatus.NO_WORK))
-        claim = _reserve(
-            picks,
-            slots,
-            token=uuid.uuid4(),
-            worker_id=worker_id,
-            started_at=started_at,
-            today=today,
-            default_rate=queue_config["default_sending_rate"],
-        )
     claim.clock_sample = clock_sample
+    if suppressed:
+        claim.suppressed = suppressed
+        _finish_suppressed_tasks({task_id for _, task_id in suppressed})
     return claim
+
+
+def _finish_suppressed_tasks(task_ids: set[uuid.UUID]) -> None:
+    """Finish the tasks left with nothing to send; after the commit, so that of two claims suppressing a
+    task's last recipients the later check sees both (as with a batch of outcomes).
+
+    Bookkeeping: a failure here must not lose the claim just committed. The
+    tasks are sending, so the stuck-task recovery finishes them later.
+    """
+    try:
+        tasks_complete_if_done(task_ids)
+    except DatabaseError:
+        logger.warning("could not finish tasks after suppressing recipients", extra={"tasks": len(task_ids)})
 
 
 def _lock_ready_services(today: dt.date, limit: int, now: dt.datetime) -> list[ReadyService]:
@@ -238,17 +266,17 @@ def _plan_slots(
     return [(service, plan[service.id]) for service in services if plan.get(service.id)]
 
 
-def _pick(n: int, now: dt.datetime) -> tuple[list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]], list[uuid.UUID]]:
-    """Up to n subtasks as (user, subtask, task, task status), rotation order; plus users without work."""
+def _pick(n: int, now: dt.datetime) -> tuple[list[Pick], list[uuid.UUID]]:
+    """Up to n subtasks as (user, subtask, task, task status, recipient), rotation order; plus users without work."""
     rows = _pick_rows_postgres(n, now) if connection.vendor == "postgresql" else _pick_rows_portable(n, now)
     per_user: dict[uuid.UUID, list[tuple]] = defaultdict(list)
     order: list[uuid.UUID] = []
-    for user_id, subtask_id, task_id, task_status in rows:
+    for user_id, subtask_id, task_id, task_status, email in rows:
         if user_id not in per_user:
             order.append(user_id)
             per_user[user_id]
         if subtask_id is not None:
-            per_user[user_id].append((user_id, subtask_id, task_id, task_status))
+            per_user[user_id].append((user_id, subtask_id, task_id, task_status, email))
     idle = [user_id for user_id in order if not per_user[user_id]]
     # Round-robin: every user's first pick, then every user's second, ...
     picks = []
@@ -276,10 +304,10 @@ WITH u AS (
 ), un AS (
     SELECT user_id, turn, ceil(%(n)s::numeric / count(*) OVER ())::int AS per_user FROM u
 )
-SELECT un.user_id, p.id, p.task_id, p.status
+SELECT un.user_id, p.id, p.task_id, p.status, p.recipient_email
 FROM un
 LEFT JOIN LATERAL (
-    SELECT s.id, s.task_id, t.status
+    SELECT s.id, s.task_id, t.status, s.recipient_email
     FROM (
         SELECT id, status, priority, created_at FROM tasks
         WHERE owner_id = un.user_id AND status IN ('pending', 'sending')
@@ -287,7 +315,7 @@ LEFT JOIN LATERAL (
         ORDER BY priority DESC, created_at, id
     ) t
     CROSS JOIN LATERAL (
-        SELECT id, task_id FROM subtasks
+        SELECT id, task_id, recipient_email FROM subtasks
         WHERE task_id = t.id AND status = 'pending' AND next_attempt_at <= %(now)s
         ORDER BY next_attempt_at, id
         LIMIT un.per_user
@@ -326,19 +354,19 @@ def _pick_rows_portable(n: int, now: dt.datetime) -> list[tuple]:
             .values_list("id", "status")
         )
         for task_id, status in tasks:
-            ids = (
+            due = (
                 SubTask.objects.filter(task_id=task_id, status=SubTask.Status.PENDING, next_attempt_at__lte=now)
                 .order_by("next_attempt_at", "id")
                 .select_for_update(skip_locked=True)
-                .values_list("id", flat=True)[: per_user - found]
+                .values_list("id", "recipient_email")[: per_user - found]
             )
-            for subtask_id in ids:
-                rows.append((user_id, subtask_id, task_id, status))
+            for subtask_id, email in due:
+                rows.append((user_id, subtask_id, task_id, status, email))
                 found += 1
             if found >= per_user:
                 break
         if not found:
-            rows.append((user_id, None, None, None))
+            rows.append((user_id, None, None, None, None))
     return rows
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate
 
+from deliverability.unsubscribe import ONE_CLICK, list_unsubscribe_uris, unsubscribe_token, unsubscribe_url
 from queues.models import Task
 from queues.scheduler.claim import ClaimedSubTask
 from queues.templates import MailTemplate, compile_template, contact_context
@@ -78,6 +79,8 @@ class RenderedMail:
     from_header: str
     reply_to: str
     data: bytes
+    # Headers a backend must add to the message it builds (the raw ``data`` has them already).
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 _date_cache = threading.local()
@@ -146,9 +149,13 @@ def smtp_address(address: str) -> str:
 def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, message_id: str) -> RenderedMail:
     recipient = smtp_address(item.recipient_email)
     contact = contact_context(item.recipient_email, item.contact)
-    subject = " ".join(compiled.subject.render(contact).split())
-    text = compiled.text.render(contact) if compiled.text else None
-    html = compiled.html.render(contact) if compiled.html else None
+    token = unsubscribe_token(owner_id=item.owner_id, task_id=item.task_id, email=item.recipient_email)
+    url = unsubscribe_url(token)
+    unsubscribe_uris = list_unsubscribe_uris(token, url)
+    variables = {"unsubscribe_url": url}
+    subject = " ".join(compiled.subject.render(contact, variables).split())
+    text = compiled.text.render(contact, variables) if compiled.text else None
+    html = compiled.html.render(contact, variables) if compiled.html else None
     # Validation refuses line breaks in these; rows written around it must not inject headers either.
     from_name, from_email, reply_to = _one_line(compiled.from_name), _one_line(from_email), _one_line(compiled.reply_to)
     from_header = formataddr((from_name, from_email), charset="utf-8") if from_name else from_email
@@ -158,6 +165,9 @@ def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, m
         f"To: {_one_line(recipient)}",
         f"Subject: {_header(subject)}",
         f"Message-ID: {_one_line(message_id)}",
+        # RFC 2369 and RFC 8058; a second entry goes on a line of its own (a long address makes a long token).
+        "List-Unsubscribe: " + ",\r\n ".join(unsubscribe_uris),
+        f"List-Unsubscribe-Post: {ONE_CLICK}",
         "MIME-Version: 1.0",
     ]
     if reply_to:
@@ -181,4 +191,5 @@ def render_mail(compiled: CompiledTask, item: ClaimedSubTask, from_email: str, m
         from_header=from_header,
         reply_to=reply_to,
         data=data,
+        extra_headers=(("List-Unsubscribe", ", ".join(unsubscribe_uris)), ("List-Unsubscribe-Post", ONE_CLICK)),
     )

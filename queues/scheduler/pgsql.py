@@ -130,6 +130,40 @@ def reserve(
     )
 
 
+# The picked subtasks whose recipient is on the owner's suppression list or
+# the platform-wide one -> suppressed, with the list's reason. Two probes per
+# row on the list's unique indexes ((owner_id, email), and email where owner_id
+# IS NULL); the rows are already locked by the claim's pick.
+SUPPRESS_SQL = """
+UPDATE subtasks s
+SET status = 'suppressed', updated_at = %(now)s,
+    error_message = 'suppressed: ' || x.reason || CASE WHEN x.owner_id IS NULL THEN %(platform)s ELSE '' END
+FROM unnest(%(ids)s::uuid[], %(owners)s::uuid[], %(emails)s::text[]) AS v(id, owner_id, email)
+CROSS JOIN LATERAL (
+    (SELECT reason, owner_id FROM suppressions WHERE owner_id = v.owner_id AND email = v.email)
+    UNION ALL
+    (SELECT reason, owner_id FROM suppressions WHERE owner_id IS NULL AND email = v.email)
+    LIMIT 1
+) x
+WHERE s.id = v.id AND s.status = 'pending'
+RETURNING s.id
+"""
+
+
+def suppress_picked(
+    *,
+    ids: Sequence[uuid.UUID],
+    owners: Sequence[uuid.UUID],
+    emails: Sequence[str],
+    now: dt.datetime,
+    platform_note: str,
+) -> set[uuid.UUID]:
+    """See SUPPRESS_SQL; ``emails`` lowercased as the list stores them. Returns the ids marked."""
+    params = {"ids": array(ids), "owners": array(owners), "emails": array(emails), "now": now}
+    params["platform"] = platform_note
+    return {row[0] for row in _execute(SUPPRESS_SQL, params)}
+
+
 # A quota day never goes back: a count already kept for a later day (another
 # process in a later day of quota_timezone) stays that day's.
 CHARGE_SQL = """
@@ -280,6 +314,9 @@ def update_service_stats(*, rows: Sequence[dict], default_rate: float) -> list[t
 FINISH_TASKS_SQL = """
 UPDATE tasks t
 SET status = CASE WHEN EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id AND s.status = 'sent')
+                    -- Nothing to deliver (every recipient suppressed) is no failure.
+                    OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id AND s.status = 'suppressed')
+                        AND NOT EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id AND s.status = 'failed'))
                   THEN 'completed' ELSE 'failed' END,
     completed_at = %(now)s, updated_at = %(now)s
 WHERE t.id = ANY(%(ids)s::uuid[]) AND t.status IN ('pending', 'sending')
@@ -292,7 +329,8 @@ RETURNING t.id
 
 
 def finish_tasks(ids: Sequence[uuid.UUID], now: dt.datetime) -> list[uuid.UUID]:
-    """Runnable tasks among ``ids`` whose every subtask is terminal -> completed (any sent) or failed."""
+    """Runnable tasks among ``ids`` whose every subtask is terminal -> completed (any sent, or some
+    suppressed and none failed) or failed."""
     return [row[0] for row in _execute(FINISH_TASKS_SQL, {"ids": array(list(ids)), "now": now})]
 
 

@@ -23,7 +23,8 @@ from queues.scheduler.transports import ServiceConfig, open_transport
 
 @dataclass
 class _ServicePool:
-    allowed: int
+    allowed: int  # this process's share of the cap
+    cap: int  # the service's max_connections, as last seen
     busy: int = 0  # permits out (a sender is or will be using a connection)
     connected: int = 0  # permits whose sender has taken its connection (the rest will take an idle one, or open one)
     idle: list = field(default_factory=list)  # (open transport nobody uses, since when: time.monotonic())
@@ -39,14 +40,15 @@ class ConnectionPools:
         self.shared = shared
         self._lock = threading.Lock()
         self._pools: dict[uuid.UUID, _ServicePool] = {}
-        self._caps: dict[uuid.UUID, int] = {}  # each service's max_connections, as last seen
         self._gates: dict[uuid.UUID, StartGate] = {}  # each rate-limited service's starts in this process
 
     def _pool(self, service: ServiceConfig) -> _ServicePool:
-        self._caps[service.id] = service.max_connections
         pool = self._pools.get(service.id)
         if pool is None:
-            pool = self._pools[service.id] = _ServicePool(allowed=0 if self.shared else service.max_connections)
+            pool = self._pools[service.id] = _ServicePool(
+                allowed=0 if self.shared else service.max_connections, cap=service.max_connections
+            )
+        pool.cap = service.max_connections
         return pool
 
     def gate(self, service_id: uuid.UUID) -> StartGate:
@@ -60,10 +62,16 @@ class ConnectionPools:
         """A permit to send one mail through ``service`` now, if its connections allow."""
         with self._lock:
             pool = self._pool(service)
-            if pool.busy < min(pool.allowed, service.max_connections):
+            if pool.busy < min(pool.allowed, pool.cap):
                 pool.busy += 1
                 return True
             return False
+
+    def below_cap(self, service: ServiceConfig) -> bool:
+        """This process's share is under the service's cap: a renewal might grant more."""
+        with self._lock:
+            pool = self._pools.get(service.id)
+            return pool is None or pool.allowed < pool.cap
 
     def release(self, service_id: uuid.UUID) -> None:
         """Give a permit back unused (the mail was not sent)."""
@@ -128,10 +136,7 @@ class ConnectionPools:
         connections up to the current share meanwhile.
         """
         with self._lock:
-            wanted = {
-                sid: min(self._caps.get(sid, p.allowed), p.busy + len(p.idle) + p.waiting)
-                for sid, p in self._pools.items()
-            }
+            wanted = {sid: min(p.cap, p.busy + len(p.idle) + p.waiting) for sid, p in self._pools.items()}
             holding = {sid: max(self._eventually_open(p), p.allowed) for sid, p in self._pools.items()}
             for sid in [sid for sid in wanted if not wanted[sid] and not holding[sid]]:
                 del self._pools[sid]  # nothing wanted or held: released at this renewal

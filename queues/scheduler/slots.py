@@ -119,14 +119,13 @@ class SlotStart:
         self._open = True
 
     def written(self) -> None:
-        """MAIL FROM is on the wire (or failed to go)."""
+        """MAIL FROM is on the wire, failed to go, or the send ended before it (its bytes may have left: as written).
+
+        Idempotent: the transport calls it after the write and again whatever ends the envelope.
+        """
         if self._open:
             self._open = False
             self.gate.written()
-
-    def release(self) -> None:
-        """The send ended before reaching MAIL FROM (or somewhere unforeseen): as written, to be safe."""
-        self.written()
 
 
 class DbClock:
@@ -155,6 +154,15 @@ class DbClock:
     def _aged_error(sample: tuple[float, dt.datetime, float], now: float) -> float:
         # A sample's error grows with its age: clocks drift (up to 500 ppm under NTP slewing).
         return sample[2] + 0.0005 * max(0.0, now - sample[0])
+
+    def now(self) -> dt.datetime | None:
+        """The database's time now, as estimated here; None without a sample."""
+        with self._lock:
+            best = self._best
+        if best is None:
+            return None
+        mono, db_time, _ = best
+        return db_time + dt.timedelta(seconds=self._clock() - mono)
 
     def monotonic_at(self, moment: dt.datetime) -> tuple[float, float] | None:
         """(monotonic moment of a database time, its error), or None without a sample."""

@@ -242,7 +242,7 @@ class SmtpTransport:
             raise _StageError(Delivery(TRANSIENT, None, f"connection lost: {exc}", service_fault=True)) from None
         finally:
             if slot is not None:
-                slot.release()  # whatever ended the envelope (a deadline, say): the gate must not wait for it
+                slot.written()  # whatever ended the envelope (a deadline, say): the gate must not wait for it
         if mail_reply[0] != 250:
             self._rset()
             raise _StageError(_service_reply(*mail_reply))
@@ -427,7 +427,7 @@ class BackendTransport:
             from_email=mail.from_header,
             to=[mail.recipient],
             reply_to=[mail.reply_to] if mail.reply_to else None,
-            headers={"Message-ID": mail.message_id},
+            headers={"Message-ID": mail.message_id, **dict(mail.extra_headers)},
             connection=backend,
         )
         if mail.html is not None:

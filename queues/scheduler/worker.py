@@ -142,6 +142,7 @@ class Stats:
     retried: int = 0
     failed: int = 0
     released: int = 0
+    suppressed: int = 0  # picked, found on a suppression list: never sent
     missed_slots: int = 0  # rate slots whose window passed before the send could start
 
 
@@ -186,7 +187,6 @@ class SchedulerWorker:
         self._tasks: dict[uuid.UUID, tuple[float, CompiledTask, dt.datetime]] = {}
         self._services: dict[uuid.UUID, ServiceConfig] = {}
         self._last_heartbeat = 0.0
-        self._clock_offset = dt.timedelta(0)  # database's clock minus this host's
         self._recorder = OutcomeRecorder(worker_id=self.worker_id)
         # Each service's connections: this process's share of max_connections (ShareKeeper).
         self._pools = ConnectionPools(shared=True)
@@ -273,6 +273,7 @@ class SchedulerWorker:
                     "retried": self.stats.retried,
                     "failed": self.stats.failed,
                     "released": self.stats.released,
+                    "suppressed": self.stats.suppressed,
                     "missed_slots": self.stats.missed_slots,
                 },
             )
@@ -337,7 +338,6 @@ class SchedulerWorker:
                     self._claim_progress = time.monotonic()
                     continue
                 started = time.perf_counter()
-                host_now = timezone.now()
                 claim = claim_subtasks(
                     worker_id=self.worker_id,
                     limit=min(batch, free),
@@ -345,12 +345,13 @@ class SchedulerWorker:
                     max_leases=max(0, self.concurrency - self._unsent),  # the senders free to use them
                 )
                 metrics.CLAIM_SECONDS.labels(claim.status.value).observe(time.perf_counter() - started)
-                if claim.started_at is not None:
-                    self._clock_offset = claim.started_at - host_now
-                    if claim.clock_sample is not None:
-                        self._db_clock.sample(claim.clock_sample[0], claim.started_at, claim.clock_sample[1])
+                if claim.started_at is not None and claim.clock_sample is not None:
+                    self._db_clock.sample(claim.clock_sample[0], claim.started_at, claim.clock_sample[1])
                 self._claim_progress = time.monotonic()
                 db_failures = 0
+                if claim.suppressed:
+                    self.stats.suppressed += len(claim.suppressed)
+                    metrics.MAILS_SUPPRESSED.inc(len(claim.suppressed))
                 if claim.status is ClaimStatus.CLAIMED:
                     self._claim_ms.append((time.perf_counter() - started) * 1000)
                     self._dispatch(claim, config)
@@ -509,7 +510,7 @@ class SchedulerWorker:
 
     def _admit(self, work: WorkItem) -> bool:
         work.admitted = self._pools.try_acquire(work.service)
-        if not work.admitted:
+        if not work.admitted and self._pools.below_cap(work.service):
             self._share.ask()  # the share may allow more (or nobody asked for this service yet)
         return work.admitted
 
@@ -689,8 +690,8 @@ class SchedulerWorker:
                 self._in_flight_lock.notify_all()
 
     def _now(self) -> dt.datetime:
-        """The host's clock corrected to the database's (as measured at the last claim), for recorded moments."""
-        return timezone.now() + self._clock_offset
+        """The database's clock as estimated here (the host's before the first claim), for recorded moments."""
+        return self._db_clock.now() or timezone.now()
 
     def _send(self, work: WorkItem) -> SendResult | Release:
         started_at = self._now()
@@ -900,6 +901,7 @@ class SchedulerWorker:
             "retried": self.stats.retried,
             "failed": self.stats.failed,
             "released": self.stats.released,
+            "suppressed": self.stats.suppressed,
             "missed_slots": self.stats.missed_slots,
             "claims": len(latencies),
             "claim_ms_p50": pct(50),

@@ -97,9 +97,9 @@ def test_recording_the_same_outcomes_again_counts_and_suppresses_once(service, u
     assert (counts.answered, counts.hard_bounces) == (4, 2)
 
 
-def test_an_address_suppressed_before_keeps_its_first_entry(service, user):
-    Suppression.objects.create(owner=user, email=f"r0@{user.username}.example", reason="unsubscribed", source="api")
+def test_an_address_suppressed_while_its_mail_was_under_way_keeps_its_first_entry(service, user):
     claim = claimed(user, 1)
+    Suppression.objects.create(owner=user, email=f"r0@{user.username}.example", reason="unsubscribed", source="api")
 
     record(outcomes(claim, [HARD]))
 

@@ -1,10 +1,11 @@
 """An SMTP relay for the chaos soak: it misbehaves at random and remembers every arrival.
 
 Each SMTP transaction is recorded from the server's side: when MAIL FROM
-arrived, the envelope sender (which service sent it), the Message-ID and
-recipient once DATA arrived, the reply given and when, and which scheduler
-process was on the other end of the connection (read from /proc: the
-client's socket belongs to exactly one of the test's scheduler processes).
+arrived (the kernel's receive time, queues.arrival_stamps), the envelope
+sender (which service sent it), the Message-ID and recipient once DATA
+arrived, the reply given and when, and which scheduler process was on the
+other end of the connection (read from /proc: the client's socket belongs to
+exactly one of the test's scheduler processes).
 
 After DATA it answers, at random: 451 (try again), 554 (refused for good),
 or, sometimes, nothing for longer than the client waits (a stall: the mail
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from queues.arrival_stamps import StampingListener
+
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 
 OK, TEMPFAIL, PERMFAIL, STALL = "ok", "tempfail", "permfail", "stall"
@@ -36,7 +39,7 @@ OK, TEMPFAIL, PERMFAIL, STALL = "ok", "tempfail", "permfail", "stall"
 class Arrival:
     """One SMTP transaction as the relay saw it."""
 
-    started_at: float  # time.time() at MAIL FROM: the moment the send started
+    started_at: float  # MAIL FROM's arrival (time.time()'s clock): the moment the send started
     mail_from: str
     worker: str  # the scheduler process on the other end ("" if it could not be told)
     message_id: str = ""  # empty if the conversation ended before DATA
@@ -93,7 +96,7 @@ class _Handler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.arrival = self.relay.add(
-            Arrival(started_at=time.time(), mail_from=address, worker=getattr(session, "worker", ""))
+            Arrival(started_at=server.arrived_at(), mail_from=address, worker=getattr(session, "worker", ""))
         )
         return "250 OK"
 
@@ -131,9 +134,14 @@ class _Handler:
 
 
 class _RelaySMTP(SMTP):
-    def __init__(self, handler: _Handler, relay: ChaosRelay) -> None:
+    def __init__(self, handler: _Handler, relay: ChaosRelay, listener: StampingListener) -> None:
         super().__init__(handler, hostname="soak-relay", decode_data=False, ident="EDM soak relay")
         self._relay = relay
+        self._listener = listener
+
+    def arrived_at(self) -> float:
+        """When the command being handled reached this host (see queues.sink)."""
+        return self._listener.arrived_at(self.session.peer)
 
     def connection_made(self, transport) -> None:
         self._relay.connections.add(transport)
@@ -195,20 +203,20 @@ class ChaosRelay:
             return len(self.arrivals)
 
     def _run_loop(self) -> None:
-        # The relay stamps each MAIL FROM as it reads it: on a machine the
-        # soak keeps busy, a thread the kernel puts off stamps late. Where the
-        # tests may, this thread goes first.
+        # The relay answers each command: on a machine the soak keeps busy, a
+        # thread the kernel puts off answers late. Where the tests may, this thread goes first.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
         self._loop.run_forever()
 
     def start(self) -> ChaosRelay:
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))  # prompt MAIL FROM stamps (see queues.sink)
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))  # prompt replies (see queues.sink)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="soak-relay", daemon=True)
         self._thread.start()
         handler = _Handler(self)
-        create = self._loop.create_server(lambda: _RelaySMTP(handler, self), "127.0.0.1", 0)
+        listener = StampingListener.bound("127.0.0.1", 0)
+        create = self._loop.create_server(lambda: _RelaySMTP(handler, self, listener), sock=listener)
         self._server = asyncio.run_coroutine_threadsafe(create, self._loop).result(timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

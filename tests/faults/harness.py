@@ -158,7 +158,7 @@ def check_delivery(sink) -> Delivery:
     )
 
 
-# The sink stamps MAIL FROM on one asyncio loop serving every connection.
+# MAIL FROM stamps are the kernel's arrival times at the sink (queues.arrival_stamps).
 RATE_TOLERANCE = 0.002
 
 

@@ -101,6 +101,7 @@ def test_task_status_counts_percent_done_and_wait(
         "failed": 1,
         "cancelled": 0,
         "parked": 0,
+        "suppressed": 0,
     }
     assert (status["total"], status["done"], status["percent_done"]) == (8, 4, 50.0)
     assert (status["wait"]["status"], status["wait"]["wait_seconds"]) == ("processing", 120)

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from deliverability.suppressions import suppression_add
 from monitoring.models import QueueSample
 from monitoring.services.system import SystemMonitorService
 from monitoring.services.validation import (
@@ -292,6 +293,21 @@ def test_end_to_end_reports_the_servers_refusal(smtp_sink, email_service_factory
     assert (result.status, result.summary) == (FAIL, "mail to permfail@deploy.example failed after 1 attempt(s)")
     assert result.details[1].startswith("last attempt: permanent via relay-1 at ")
     assert result.details[1].endswith(": SMTP 550 5.1.1 No such user here")
+    assert smtp_sink.count() == 0
+
+
+def test_end_to_end_says_when_the_probe_address_is_suppressed(smtp_sink, email_service_factory):
+    email_service_factory(name="relay-1", port=smtp_sink.port, sending_rate=0)
+    suppression_add(owner_id=None, email=RECIPIENT, reason="complaint", source="test")
+    task = probe_create(recipient=RECIPIENT, label="end-to-end")
+    call_command("run_scheduler", "--until-empty", "--worker-id", "validation-test")
+
+    result = probe_wait(task, timeout=1)
+
+    assert (result.status, result.summary) == (
+        FAIL,
+        f"mail to {RECIPIENT} not sent: the address is suppressed (suppressed: complaint (platform-wide list))",
+    )
     assert smtp_sink.count() == 0
 
 

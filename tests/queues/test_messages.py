@@ -102,8 +102,15 @@ def test_no_header_value_can_start_a_header_line(from_name, reply_to):
     mail = render_mail(compile_task(task), item(), "news@sender.example\r\nBcc: y@example.com", "<m@x>")
     head = mail.data.split(b"\r\n\r\n", 1)[0]
     names = [line.split(b":", 1)[0] for line in head.split(b"\r\n")]
-    assert names == [b"Date", b"From", b"To", b"Subject", b"Message-ID", b"MIME-Version"] + (
-        [b"Reply-To"] if reply_to else []
-    ) + [b"Content-Type", b"Content-Transfer-Encoding"]
+    assert names == [
+        b"Date",
+        b"From",
+        b"To",
+        b"Subject",
+        b"Message-ID",
+        b"List-Unsubscribe",
+        b"List-Unsubscribe-Post",
+        b"MIME-Version",
+    ] + ([b"Reply-To"] if reply_to else []) + [b"Content-Type", b"Content-Transfer-Encoding"]
     assert b"\n" not in head.replace(b"\r\n", b"") and b"\r" not in head.replace(b"\r\n", b"")
     assert parse(mail.data)["Bcc"] is None

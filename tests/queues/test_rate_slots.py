@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -13,6 +14,7 @@ from config.services import get_config_by_category
 from queues.models import EmailService, SubTask
 from queues.scheduler.claim import ClaimStatus, claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult
+from queues.scheduler.pool import ConnectionPools
 from queues.scheduler.slots import (
     CLOCK_SAMPLE_SECONDS,
     SLOT_BOUNDARY_SECONDS,
@@ -22,7 +24,7 @@ from queues.scheduler.slots import (
     StartGate,
     StartMissed,
 )
-from queues.scheduler.transports import SENT, Delivery
+from queues.scheduler.transports import SENT, Delivery, ServiceConfig
 from queues.services import service_set_enabled, task_create
 
 
@@ -109,6 +111,42 @@ def test_the_clock_estimate_keeps_its_most_precise_recent_sample():
     now[0] = 11.0 + CLOCK_SAMPLE_SECONDS + 1  # too old: the next sample replaces it whatever its error
     clock.sample(now[0], base + dt.timedelta(seconds=30), now[0] + 0.020)
     assert clock.monotonic_at(base + dt.timedelta(seconds=30))[1] >= 0.0099
+
+
+def test_the_clock_estimate_gives_the_databases_time_now_from_its_best_sample():
+    now = [50.0]
+    clock = DbClock(clock=lambda: now[0])
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert clock.now() is None  # no claim yet: the caller falls back on the host's clock
+    clock.sample(10.0, base, 10.010)  # midpoint 10.005
+    now[0] = 12.005
+
+    assert clock.now() == base + dt.timedelta(seconds=2)
+
+
+def test_a_process_asks_for_a_larger_share_only_while_its_share_is_under_the_cap():
+    service = ServiceConfig(
+        id=uuid.uuid4(),
+        name="s",
+        transport="smtp",
+        host="127.0.0.1",
+        port=25,
+        username="",
+        password="",
+        security="none",
+        timeout=5,
+        backend_path="",
+        backend_options={},
+        from_email="s@example.com",
+        version="1",
+        max_connections=2,
+    )
+    pools = ConnectionPools(shared=True)
+    assert not pools.try_acquire(service)  # shared: nothing until a share is granted
+    assert pools.below_cap(service)
+    pools.set_allowed({service.id: 2})
+    assert [pools.try_acquire(service), pools.try_acquire(service), pools.try_acquire(service)] == [True, True, False]
+    assert not pools.below_cap(service)  # refused for the cap itself: no renewal can help
 
 
 def test_a_send_waits_for_its_window_and_refuses_to_start_after_it():

@@ -230,8 +230,11 @@ def test_pause_stops_claims_resume_continues_and_cancel_cancels(
     assert max(received.values()) == 1  # resume re-sent nothing
     assert SubTask.objects.filter(task=paused, status="sent").count() == 60
     cancelled_statuses = Counter(cancelled.subtasks.values_list("status", flat=True))
-    assert cancelled_statuses["cancelled"] == cancelled_count
+    # task_cancel counts the pending ones; a mail claimed at that moment and given back
+    # unsent (its slot missed, say) is cancelled afterwards: never sent, never pending again.
+    assert cancelled_statuses["cancelled"] >= cancelled_count
     assert cancelled_statuses["sent"] + cancelled_statuses["cancelled"] == 60
+    assert cancelled_statuses["sent"] == arrived(cancelled_owner)
     paused.refresh_from_db()
     cancelled.refresh_from_db()
     assert (paused.status, cancelled.status) == ("completed", "cancelled")

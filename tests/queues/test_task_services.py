@@ -56,6 +56,7 @@ def test_create_from_a_list_upserts_contacts_and_queues_subtasks(user, contact_f
         "failed": 0,
         "cancelled": 0,
         "parked": 0,
+        "suppressed": 0,
         "total": 2,
     }
 

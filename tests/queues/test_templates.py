@@ -74,3 +74,46 @@ def test_contact_context_without_a_contact_still_has_the_address():
         "last_name": "",
         "full_name": "",
     }
+
+
+VARIABLES = {"unsubscribe_url": "https://mail.example.com/u/a'b&c<d>/"}
+
+
+@pytest.mark.parametrize("html", [False, True], ids=["text", "html"])
+@pytest.mark.parametrize(
+    ("source", "fast"),
+    [
+        ("Leave: {{ unsubscribe_url }}", True),
+        ('<a href="{{unsubscribe_url}}">{{ contact.first_name }}</a>', True),
+        ("{{ unsubscribe_url|upper }}", False),
+        ("{% if unsubscribe_url %}{{ unsubscribe_url }}{% endif %}", False),
+        ("{{ other_variable }}{{ contact.unsubscribe_url }}", False),
+    ],
+    ids=["alone", "with-a-field", "filter", "tag", "not-a-mail-variable"],
+)
+def test_mail_variables_render_as_django_would_and_plain_ones_take_the_fast_path(source, fast, html):
+    template = compile_template(source, html=html, field="body")
+    assert (template.parts is not None) is fast
+    expected = render(template.django, {**VARIABLES, "contact": CONTACT})
+    assert template.render(CONTACT, VARIABLES) == expected
+
+
+def test_the_url_is_escaped_in_html_only():
+    source = "{{ unsubscribe_url }}"
+    assert compile_template(source, html=False, field="b").render(CONTACT, VARIABLES) == VARIABLES["unsubscribe_url"]
+    assert (
+        compile_template(source, html=True, field="b").render(CONTACT, VARIABLES)
+        == "https://mail.example.com/u/a&#x27;b&amp;c&lt;d&gt;/"
+    )
+
+
+def test_without_variables_a_mail_variable_renders_empty():
+    for source in ("[{{ unsubscribe_url }}]", "[{{ unsubscribe_url|upper }}]"):
+        assert compile_template(source, html=False, field="b").render(CONTACT) == "[]"
+
+
+def test_a_contact_field_cannot_stand_in_for_a_mail_variable():
+    contact = {**CONTACT, "unsubscribe_url": "https://evil.example/"}
+    template = compile_template("{{ unsubscribe_url }}", html=False, field="b")
+    assert template.render(contact, VARIABLES) == VARIABLES["unsubscribe_url"]
+    assert template.render(contact) == ""

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("queues", "0016_connection_grants"),
+        ("queues", "0017_subtask_suppressed"),
     ]
 
     operations = [
