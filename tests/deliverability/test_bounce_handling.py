@@ -242,3 +242,20 @@ def test_a_5_1_x_refusal_of_the_sender_is_never_the_recipients_hard_bounce(relay
     delivery = sender.send(bad_sender_mail)
     sender.close()
     assert (delivery.outcome, delivery.code, delivery.service_fault, delivery.bounce) == (outcome, 553, True, "policy")
+
+
+def test_a_hard_bounced_address_is_skipped_by_the_owners_next_task_not_by_another_owners(relay, service, user_factory):
+    owner, stranger = user_factory(), user_factory()
+    task_create(owner=owner, name="first", subject="s", body_text="b", recipients=["hard@x.example"])
+    call_command("run_scheduler", "--once")
+    assert Suppression.objects.get().owner_id == owner.pk
+
+    again = task_create(owner=owner, name="second", subject="s", body_text="b", recipients=["hard@x.example"])
+    theirs = task_create(owner=stranger, name="theirs", subject="s", body_text="b", recipients=["hard@x.example"])
+    for _ in range(3):
+        call_command("run_scheduler", "--once")
+
+    assert SubTask.objects.get(task=again).status == "suppressed"  # never offered to the relay
+    assert (SubTask.objects.get(task=theirs).status, SubTask.objects.get(task=theirs).attempts) == ("failed", 1)
+    assert relay.rcpts == {"hard@x.example": 2}  # the first task's attempt and the other owner's
+    assert Suppression.objects.filter(owner=stranger, email="hard@x.example", reason="hard_bounce").exists()
