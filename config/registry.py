@@ -251,6 +251,52 @@ _SETTINGS = [
         1,
         8760,
     ),
+    # --- reputation: bounce and complaint guards (deliverability.reputation) -------
+    Setting(
+        "reputation",
+        "hard_bounce_rate_limit",
+        float,
+        0.10,
+        "Hard bounces per answered send (delivered or refused for good) above which a task is paused and a "
+        "service or an owner raises an alert.",
+        0,
+        1,
+    ),
+    Setting(
+        "reputation",
+        "complaint_rate_limit",
+        float,
+        0.003,
+        "Complaints per delivered mail above which a service or an owner raises an alert.",
+        0,
+        1,
+    ),
+    Setting(
+        "reputation",
+        "min_sample",
+        int,
+        50,
+        "Answered sends (delivered mails, for the complaint rate) a task, service or owner needs before a rate "
+        "is judged.",
+        1,
+        1_000_000,
+    ),
+    Setting(
+        "reputation",
+        "window_hours",
+        int,
+        24,
+        "The recent window, in hours, over which service and owner rates are counted.",
+        1,
+        168,
+    ),
+    Setting(
+        "reputation",
+        "pause_tasks",
+        bool,
+        True,
+        "Pause a task whose hard-bounce rate passes the limit (off: only the alert).",
+    ),
     # --- alerts ------------------------------------------------------------------
     Setting("alerts", "warning_seconds", float, 300.0, "First-send wait that raises a warning.", 1, 604800),
     Setting("alerts", "critical_seconds", float, 600.0, "First-send wait that raises a critical alert.", 1, 604800),

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString
 
+from deliverability.reputation import owners_over_limit, reputation_config, services_table, window_start
 from monitoring.charts import Series, bar_chart, line_chart
 from monitoring.models import Alert
 from monitoring.services.performance import performance_series, queue_depth_series
@@ -35,6 +36,7 @@ MINUTE_BUCKETS_UP_TO_HOURS = 6
 MAX_LINE_POINTS = 600
 BUCKET_STEPS = {"minute": dt.timedelta(minutes=1), "hour": dt.timedelta(hours=1)}
 MAX_ALERTS = 50
+MAX_OWNERS_OVER_LIMIT = 20
 
 COLORS = {
     "pending": "#417690",
@@ -182,6 +184,29 @@ def summary(*, perf: list[dict[str, Any]], now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def reputation(*, now: dt.datetime) -> dict[str, Any]:
+    """Bounce and complaint rates over the reputation window: every active service, the worst owners."""
+    config = reputation_config()
+    since = window_start(now, config["window_hours"])
+    owners = owners_over_limit(since=since, config=config)
+    return {
+        "window_hours": config["window_hours"],
+        "hard_bounce_limit": 100 * config["hard_bounce_rate_limit"],
+        "complaint_limit": 100 * config["complaint_rate_limit"],
+        "min_sample": config["min_sample"],
+        "services": [_in_percent(row) for row in services_table(since=since, config=config)],
+        "owners": [_in_percent(row) for row in owners[:MAX_OWNERS_OVER_LIMIT]],
+        "owners_total": len(owners),
+    }
+
+
+def _in_percent(row: dict[str, Any]) -> dict[str, Any]:
+    def pct(rate: float | None) -> float | None:
+        return None if rate is None else 100 * rate
+
+    return {**row, "hard_bounce_pct": pct(row["hard_bounce_rate"]), "complaint_pct": pct(row["complaint_rate"])}
+
+
 def dashboard_view(request: HttpRequest, *, site: admin.AdminSite) -> TemplateResponse:
     hours, problem = parse_hours(request.GET.get("hours"))
     if problem:
@@ -204,5 +229,6 @@ def dashboard_view(request: HttpRequest, *, site: admin.AdminSite) -> TemplateRe
         "alerts": open_alerts(),
         "schedulers": schedulers,
         "services": SystemMonitorService.service_usage(now=now),
+        "reputation": reputation(now=now),
     }
     return TemplateResponse(request, "admin/monitoring/dashboard.html", context)

@@ -25,6 +25,14 @@ web process; any web process gives the same figures):
   nothing recovers crashed schedulers' claims when beat or the worker is down);
 - ``edm_sweep_recovered_subtasks_total{rule}`` counter: claims given back by the
   recovery sweeps (dead_worker, timeout), all processes, from the sweeps' totals;
+- ``edm_reputation_answered{service}``, ``edm_reputation_delivered{service}``,
+  ``edm_reputation_hard_bounce_rate{service}``, ``edm_reputation_complaint_rate{service}``
+  gauges: over the last ``reputation.window_hours``, each service with mail in
+  the window (deliverability.reputation); a rate without a denominator is absent;
+- ``edm_reputation_owners_over_limit{limit}`` gauge: owners past the hard-bounce
+  or complaint limit, as the ``reputation_check`` sweep last counted them (a
+  count, not one series per owner: users are many, and their ids do not belong
+  in the monitoring system; their figures are in the API);
 - ``edm_queue_metrics_up`` gauge: 1 when the figures above could be read,
   0 when the database did not answer (the others are then absent).
 
@@ -183,6 +191,8 @@ class QueueCollector:
             CounterMetricFamily("edm_sweep_runs", "", labels=["sweep"]),
             GaugeMetricFamily("edm_sweep_last_finished_timestamp_seconds", "", labels=["sweep"]),
             CounterMetricFamily("edm_sweep_recovered_subtasks", "", labels=["rule"]),
+            *(GaugeMetricFamily(name, "", labels=["service"]) for name in REPUTATION_SERVICE_GAUGES),
+            GaugeMetricFamily("edm_reputation_owners_over_limit", "", labels=["limit"]),
             GaugeMetricFamily("edm_queue_metrics_up", ""),
         ]
 
@@ -250,6 +260,7 @@ class QueueCollector:
         yield sent
         yield failed
         yield from _sweep_metrics()
+        yield from _reputation_metrics()
 
 
 def _sweep_metrics() -> Iterator[Metric]:
@@ -282,6 +293,46 @@ def _sweep_metrics() -> Iterator[Metric]:
     for rule, n in sorted(recovered.items()):
         given_back.add_metric([rule], n)
     yield given_back
+
+
+REPUTATION_SERVICE_GAUGES = {
+    "edm_reputation_answered": "Sends delivered or refused for good in the reputation window, per service.",
+    "edm_reputation_delivered": "Sends delivered in the reputation window, per service.",
+    "edm_reputation_hard_bounce_rate": "Hard bounces per answered send in the reputation window, per service.",
+    "edm_reputation_complaint_rate": "Complaints per delivered mail in the reputation window, per service.",
+}
+
+
+def _reputation_metrics() -> Iterator[Metric]:
+    """Bounce and complaint rates per service over the window; owners past a limit, counted by the sweep."""
+    from deliverability.reputation import reputation_config, service_rates, window_start
+    from edm.dbclock import db_now
+    from queues.models import EmailService, MaintenanceRun
+
+    config = reputation_config()
+    rates = service_rates(since=window_start(db_now(), config["window_hours"]), config=config)
+    names = dict(EmailService.objects.filter(pk__in=list(rates)).values_list("pk", "name"))
+    gauges = {
+        name: GaugeMetricFamily(name, text, labels=["service"]) for name, text in REPUTATION_SERVICE_GAUGES.items()
+    }
+    for service_id, r in sorted(rates.items(), key=lambda item: names.get(item[0], "")):
+        label = [names.get(service_id, str(service_id))]
+        gauges["edm_reputation_answered"].add_metric(label, r.answered)
+        gauges["edm_reputation_delivered"].add_metric(label, r.sent)
+        if r.hard_bounce_rate is not None:
+            gauges["edm_reputation_hard_bounce_rate"].add_metric(label, r.hard_bounce_rate)
+        if r.complaint_rate is not None:
+            gauges["edm_reputation_complaint_rate"].add_metric(label, r.complaint_rate)
+    yield from gauges.values()
+    last = MaintenanceRun.objects.filter(name="reputation_check").values_list("last_result", flat=True).first() or {}
+    owners = GaugeMetricFamily(
+        "edm_reputation_owners_over_limit",
+        "Owners past the hard-bounce or complaint limit at the last reputation_check sweep.",
+        labels=["limit"],
+    )
+    owners.add_metric(["hard_bounce"], last.get("owners_over_hard_bounce_limit", 0))
+    owners.add_metric(["complaint"], last.get("owners_over_complaint_limit", 0))
+    yield owners
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

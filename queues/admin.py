@@ -241,6 +241,7 @@ class TaskAdmin(OneAtATimeDeleteAdmin):
         "recipients_prepared",
         "progress",
         "failure_reason",
+        "pause_reason",
         "created_at",
         "updated_at",
         "completed_at",
@@ -372,8 +373,8 @@ class SubTaskAdmin(ReadOnlyAdmin):
 class SendAttemptAdmin(ReadOnlyAdmin):
     """Delivery history: written by the scheduler only, so it is read-only here."""
 
-    list_display = ("started_at", "subtask", "service", "outcome", "smtp_code", "duration", "worker_id")
-    list_filter = ("outcome", "service")
+    list_display = ("started_at", "subtask", "service", "outcome", "smtp_code", "bounce_class", "duration", "worker_id")
+    list_filter = ("outcome", "bounce_class", "service")
     search_fields = ("=subtask__id", "subtask__recipient_email", "worker_id", "smtp_reply")
     list_select_related = ("subtask", "service")
     readonly_fields = all_fields(SendAttempt)

@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.services import get_config_by_category
+from deliverability.reputation import reputation_check
 from edm.dbclock import db_now
 from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
@@ -126,6 +127,13 @@ SWEEPS = {
             "Queue depth and ready services are charted over the last hours; samples past a week are deleted.",
         ),
         Sweep("prune", prune, 3600, "Old send attempts and dead heartbeats are deleted."),
+        Sweep(
+            "reputation_check",
+            reputation_check,
+            60,
+            "Services and owners past a bounce or complaint limit raise their alert (resolved once back under); "
+            "hourly counts past the longest window are deleted.",
+        ),
         Sweep(
             "resume_preparations",
             preparations_resume,

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from deliverability.bounces import Bounce
 from edm.ids import uuid7
 
 
@@ -154,6 +155,9 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True, help_text="Why the whole task failed, when it did.")
+    pause_reason = models.TextField(
+        blank=True, help_text="Why the task was paused, when the platform paused it (e.g. too many hard bounces)."
+    )
     recipients_total = models.PositiveIntegerField(
         default=0, help_text="Recipients to prepare (for a tag, its members when the task was created)."
     )
@@ -388,6 +392,8 @@ class SendAttempt(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     smtp_code = models.IntegerField(null=True, blank=True)
     smtp_reply = models.TextField(blank=True)
+    # What the refusal said about the recipient (deliverability.bounces); empty when sent or no reply.
+    bounce_class = models.CharField(max_length=10, choices=Bounce.choices, blank=True, default="", db_default="")
 
     class Meta:
         db_table = "send_attempts"

@@ -371,6 +371,22 @@ def task_pause(*, task: Task) -> Task:
     return locked
 
 
+def task_pause_by_platform(*, task_id: uuid.UUID, reason: str) -> bool:
+    """Pause a running task on the platform's own decision (too many hard bounces), saying why.
+
+    Returns False if the task was not running (already paused, finished,
+    gone): a compare-and-set on its status, so a concurrent pause, cancel or
+    completion wins. The reason shows in the API and the admin until the
+    task is resumed.
+    """
+    paused = Task.objects.filter(pk=task_id, status__in=RUNNABLE).update(
+        status=Task.Status.PAUSED, pause_reason=reason, updated_at=timezone.now()
+    )
+    if paused:
+        logger.warning("task paused by the platform", extra={"task": str(task_id), "reason": reason})
+    return bool(paused)
+
+
 def task_resume(*, task: Task) -> Task:
     """Continue a paused task where it stopped: only its pending subtasks are sent."""
     with transaction.atomic():
@@ -381,7 +397,8 @@ def task_resume(*, task: Task) -> Task:
             raise TaskStateError(f"a {locked.status} task cannot be resumed")
         started = locked.subtasks.exclude(status=SubTask.Status.PENDING).exists()
         locked.status = Task.Status.SENDING if started else Task.Status.PENDING
-        locked.save(update_fields=["status", "updated_at"])
+        locked.pause_reason = ""
+        locked.save(update_fields=["status", "pause_reason", "updated_at"])
         user_queue_activate(user_ids=[locked.owner_id], at=db_now())
     tasks_complete_if_done([locked.pk])
     locked.refresh_from_db()

@@ -150,7 +150,12 @@ class _SinkSMTP(SMTP):
 
 
 class SmtpSink:
-    """An SMTP server on a background thread; ``port`` is known after ``start()``."""
+    """An SMTP server on a background thread; ``port`` is known after ``start()``.
+
+    A subclass may answer differently by setting ``handler_class`` to a subclass of ``_Handler``.
+    """
+
+    handler_class: type[_Handler] = _Handler
 
     def __init__(
         self,
@@ -200,7 +205,7 @@ class SmtpSink:
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._run_loop, name="smtp-sink", daemon=True)
             self._thread.start()
-        handler = _Handler(self)
+        handler = self.handler_class(self)
         listener = StampingListener.bound(self.host, self.port)
         create = self._loop.create_server(
             lambda: _SinkSMTP(handler, self, listener), sock=listener, ssl=self.implicit_tls_context

@@ -238,7 +238,7 @@ def test_models_and_migrations_agree():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 
 
-BEFORE_PARTS = [("queues", "0017_subtask_suppressed")]
+BEFORE_PARTS = [("queues", "0018_bounce_class_pause_reason")]
 
 
 def test_recipients_waiting_in_the_older_forms_move_to_parts_and_back():

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("config.api.urls")),
     path("", include("monitoring.api.urls")),
     path("", include("deliverability.api.urls")),
+    path("", include("deliverability.api.reputation_urls")),
     path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -256,6 +256,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "scheduled_at",
             "status",
             "failure_reason",
+            "pause_reason",
             "recipients_total",
             "recipients_prepared",
             "progress",
@@ -302,6 +303,7 @@ class SendAttemptSerializer(serializers.ModelSerializer):
             "outcome",
             "smtp_code",
             "smtp_reply",
+            "bounce_class",
         ]
         read_only_fields = fields
 

@@ -10,6 +10,12 @@ row is written first and at most once: an outcome whose row already exists
 was applied by an earlier, committed write (whose acknowledgement was lost),
 and changes nothing again, counters included.
 
+Hard bounces (deliverability.bounces) suppress their address for the task's
+owner, in the same transaction as the failure they come with, one statement
+per batch; every answer is counted for the bounce and complaint rates
+(deliverability.reputation). After the batch, a task whose hard-bounce rate
+passes its limit is paused, with an alert.
+
 No outcome can wedge the recorder: a batch the database refuses for its data
 (a foreign key, a bad value) is split until each refused outcome stands alone;
 that one is set aside (logged, alerted, its subtask parked with the reason)
@@ -31,6 +37,19 @@ from django.db.models import Case, DateTimeField, DecimalField, F, IntegerField,
 from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, Round
 from django.utils import timezone
 
+from deliverability.bounces import Bounce
+from deliverability.models import Suppression
+from deliverability.reputation import (
+    Answer,
+    TaskTally,
+    reputation_config,
+    reputation_count,
+    tallies_over_limit,
+    task_bounce_alert,
+    task_guard_reason,
+    task_tally_check,
+)
+from deliverability.suppressions import SuppressionEntry, suppressions_add_many
 from edm.dbclock import db_now
 from edm.ids import uuid7
 from monitoring.services.alerts import AlertManagerService
@@ -39,8 +58,8 @@ from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.rotation import user_queue_activate
 from queues.scheduler import pgsql
 from queues.scheduler.claim import ClaimedSubTask
-from queues.scheduler.transports import SENT, TRANSIENT, Delivery
-from queues.services import tasks_complete_if_done
+from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, Delivery
+from queues.services import task_pause_by_platform, tasks_complete_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +81,11 @@ def storable(text: str, limit: int = TEXT_LIMIT) -> str:
     """Text as the database can store it: PostgreSQL text refuses NUL, UTF-8 refuses lone surrogates."""
     text = text.replace("\x00", "\ufffd")
     return text.encode("utf-8", "replace").decode("utf-8")[:limit]
+
+
+def reply_text(delivery: Delivery) -> str:
+    """The server's code and reply as kept on the subtask (and as a hard bounce's evidence)."""
+    return storable(f"{delivery.code} {delivery.reply}" if delivery.code else delivery.reply)
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,9 @@ class RecordSummary:
     services: list[tuple[uuid.UUID, str, int, int, bool]] = field(default_factory=list)
     completed_tasks: list[uuid.UUID] = field(default_factory=list)
     first_sends: dict[uuid.UUID, int] = field(default_factory=dict)
+    # The bounce tallies of the batch's tasks as this write left them.
+    tallies: dict[uuid.UUID, TaskTally] = field(default_factory=dict)
+    paused_tasks: list[uuid.UUID] = field(default_factory=list)
 
     def add(self, other: RecordSummary) -> None:
         """Fold in the summary of another part of the same batch."""
@@ -102,6 +129,7 @@ class RecordSummary:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.applied += other.applied
         self.services += other.services
+        self.tallies.update(other.tallies)  # written later: the newer figures
 
 
 def retry_delay(attempts: int, queue_config: dict) -> float:
@@ -196,6 +224,7 @@ class OutcomeRecorder:
             summary.repeated = len(results) - len(fresh)
             if fresh:
                 summary.applied = self._record_subtasks(fresh, queue_config, now, summary)
+                summary.tallies = self._record_bounces(summary.applied, now)
                 # Last, so the service rows stay locked only until the commit just after.
                 summary.services = self._update_services(fresh, queue_config["default_sending_rate"])
         if summary.repeated:
@@ -235,11 +264,14 @@ class OutcomeRecorder:
             )
 
     def finish(self, summary: RecordSummary, *, queue_config: dict) -> None:
-        """What follows a recorded batch: service back-off and alerts, first sends, finished tasks.
+        """What follows a recorded batch: service back-off and alerts, first sends, finished tasks, bounce guard.
 
         One transaction: one commit for all of it, not one per statement (a
         batch of one-recipient tasks has as much of it to do as it has mails).
         Every step is a compare-and-set, so a retry after a lost commit is harmless.
+        The bounce guard has a transaction of its own, after: it holds no
+        service row while it locks tasks and tallies (which the next batch's
+        write locks before the services).
         """
         with transaction.atomic():
             for service_id, name, consecutive, before, any_ok in summary.services:
@@ -248,6 +280,83 @@ class OutcomeRecorder:
                 elif not any_ok:
                     self._maybe_back_off(service_id, name, consecutive, queue_config)
             self._after_commit(summary.applied, timezone.now(), summary)
+        if summary.tallies:
+            with transaction.atomic():
+                summary.paused_tasks = self._guard_tasks(summary.tallies)
+
+    # --- bounces --------------------------------------------------------------
+
+    @staticmethod
+    def _record_bounces(applied: list[SendResult], now: dt.datetime) -> dict[uuid.UUID, TaskTally]:
+        """Suppress the hard-bounced addresses for their owners; count every answer for the rates.
+
+        Only outcomes applied to their subtask: their rows are locked by this
+        transaction, so their task, owner and service cannot vanish before the commit.
+        """
+        hard = [r for r in applied if r.delivery.bounce == Bounce.HARD]
+        suppressions_add_many(
+            entries=[
+                SuppressionEntry(
+                    owner_id=r.item.owner_id,
+                    email=r.item.recipient_email,
+                    reason=Suppression.Reason.HARD_BOUNCE,
+                    source="smtp",
+                    task_id=r.item.task_id,
+                    subtask_id=r.item.id,
+                    service_id=r.item.service_id,
+                    detail=reply_text(r.delivery),
+                )
+                for r in hard
+            ]
+        )
+        answers = [
+            Answer(
+                task_id=r.item.task_id,
+                owner_id=r.item.owner_id,
+                service_id=r.item.service_id,
+                sent=r.delivery.outcome == SENT,
+                final=r.delivery.outcome in (SENT, PERMANENT),
+                bounce=r.delivery.bounce,
+            )
+            for r in applied
+        ]
+        return reputation_count(answers=answers, now=now)
+
+    @staticmethod
+    def _guard_tasks(tallies: dict[uuid.UUID, TaskTally]) -> list[uuid.UUID]:
+        """Pause each task past the hard-bounce limit, with an alert; returns the tasks paused.
+
+        The task first, then its tally (task_delete's order too). Of several
+        recorders judging the same task, the one that pauses it raises the
+        alert; a paused task is left alone. With pausing off, or for a task that
+        finished, the one whose compare-and-set on the tally applies alerts. A
+        retry after a lost commit does nothing.
+        """
+        config = reputation_config()
+        paused = []
+        for tally in tallies_over_limit(tallies.values(), config=config):
+            reason = task_guard_reason(tally, config=config)
+            pausing = config["pause_tasks"] and task_pause_by_platform(task_id=tally.task_id, reason=reason)
+            row = Task.objects.filter(pk=tally.task_id).values_list("name", "owner_id", "status").first()
+            if row is None:
+                continue
+            name, owner_id, status = row
+            if not pausing and status == Task.Status.PAUSED:
+                # Stopped already (by the guard or its owner): what its last sends
+                # bring is judged with what follows a resume.
+                continue
+            if not task_tally_check(tally) and not pausing:
+                continue  # another recorder acted on these figures, or this is a retry
+            if pausing:
+                paused.append(tally.task_id)
+                outcome = "paused; resume it once its recipient list is cleaned"
+            elif not config["pause_tasks"]:
+                outcome = "not paused (reputation.pause_tasks is off)"
+            else:
+                outcome = f"not paused: it is {status}"
+            task_bounce_alert(task_id=tally.task_id, name=name, owner_id=owner_id, reason=reason, outcome=outcome)
+            logger.warning("task over the hard-bounce limit", extra={"task": str(tally.task_id), "paused": pausing})
+        return paused
 
     # --- subtasks -------------------------------------------------------------
 
@@ -311,7 +420,7 @@ class OutcomeRecorder:
     ) -> bool:
         delivery = result.delivery
         attempts = result.item.attempts + 1
-        reply = storable(f"{delivery.code} {delivery.reply}" if delivery.code else delivery.reply)
+        reply = reply_text(delivery)
         held = SubTask.objects.filter(pk=result.item.id, claim_token=result.token, status__in=CLAIMED)
         if delivery.outcome == TRANSIENT and attempts <= queue_config["max_retries"]:
             delay = retry_delay(attempts, queue_config)
@@ -363,6 +472,7 @@ class OutcomeRecorder:
                 r.delivery.outcome,
                 r.delivery.code,
                 storable(r.delivery.reply),
+                r.delivery.bounce,
             )
             for r in results
         ]
@@ -382,6 +492,7 @@ class OutcomeRecorder:
                 outcome=row[5],
                 smtp_code=row[6],
                 smtp_reply=row[7],
+                bounce_class=row[8],
             )
             for row in rows
             if row[0] not in done and row[1] in subtasks

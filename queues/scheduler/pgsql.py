@@ -239,13 +239,15 @@ ATTEMPTS_SQL = """
 WITH v AS (
     SELECT v.*, EXISTS (SELECT 1 FROM subtasks s WHERE s.id = v.subtask_id) AS subtask_exists
     FROM unnest(%(ids)s::uuid[], %(subtasks)s::uuid[], %(services)s::uuid[], %(started)s::timestamptz[],
-                %(finished)s::timestamptz[], %(outcomes)s::text[], %(codes)s::int[], %(replies)s::text[])
-         AS v(id, subtask_id, service_id, started_at, finished_at, outcome, code, reply)
+                %(finished)s::timestamptz[], %(outcomes)s::text[], %(codes)s::int[], %(replies)s::text[],
+                %(bounces)s::text[])
+         AS v(id, subtask_id, service_id, started_at, finished_at, outcome, code, reply, bounce)
 ), inserted AS (
     INSERT INTO send_attempts
-        (id, subtask_id, service_id, worker_id, started_at, finished_at, outcome, smtp_code, smtp_reply)
+        (id, subtask_id, service_id, worker_id, started_at, finished_at, outcome, smtp_code, smtp_reply,
+         bounce_class)
     SELECT v.id, v.subtask_id, (SELECT e.id FROM email_services e WHERE e.id = v.service_id), %(worker)s,
-           v.started_at, v.finished_at, v.outcome, v.code, v.reply
+           v.started_at, v.finished_at, v.outcome, v.code, v.reply, v.bounce
     FROM v WHERE v.subtask_exists
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -257,13 +259,13 @@ SELECT id FROM v WHERE NOT v.subtask_exists
 
 
 def insert_attempts(*, rows: Sequence[tuple], worker_id: str) -> set[uuid.UUID]:
-    """rows: (id, subtask, service, started, finished, outcome, code, reply).
+    """rows: (id, subtask, service, started, finished, outcome, code, reply, bounce class).
 
     Returns the ids applied by this statement: rows inserted now, and rows
     of subtasks that no longer exist (nothing to insert, nothing done before).
     """
     columns = list(zip(*rows, strict=True))
-    names = ("ids", "subtasks", "services", "started", "finished", "outcomes", "codes", "replies")
+    names = ("ids", "subtasks", "services", "started", "finished", "outcomes", "codes", "replies", "bounces")
     params = {name: array(values) for name, values in zip(names, columns, strict=True)}
     params["worker"] = worker_id
     return {row[0] for row in _execute(ATTEMPTS_SQL, params)}

@@ -10,8 +10,14 @@ What is transient and what is permanent, by SMTP stage:
 - connecting, TLS, AUTH, MAIL FROM: the service's problem; transient for the
   subtask (another attempt may go through another service);
 - RCPT TO and the end of DATA: 4xx transient, 5xx permanent (the reply is kept);
+  a 5xx whose enhanced code is 5.7.x (policy, spam, authentication) counts
+  against the service too;
 - a timeout or dropped connection after DATA: outcome unknown, transient
   (the retry carries the same Message-ID, so a duplicate is recognisable).
+
+Every reply is classified (deliverability.bounces): ``Delivery.bounce`` says
+whether a refusal was a hard bounce (no such address), a policy refusal, a
+temporary one or another permanent failure.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.module_loading import import_string
 
+from deliverability.bounces import Bounce, bounce_class
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail
 from queues.scheduler.slots import SlotStart, StartMissed
@@ -56,6 +63,8 @@ class Delivery:
     service_fault: bool = False
     # The conversation got past DATA and then broke: the server may have the mail.
     unknown: bool = False
+    # What the refusal says about the recipient (deliverability.bounces); empty when there was no refusal.
+    bounce: str = Bounce.NONE
 
 
 @dataclass(frozen=True)
@@ -205,7 +214,7 @@ class SmtpTransport:
                 smtp.close()
                 raise
         except smtplib.SMTPResponseException as exc:
-            raise _StageError(Delivery(TRANSIENT, exc.smtp_code, _decode(exc.smtp_error), service_fault=True)) from None
+            raise _StageError(_service_reply(exc.smtp_code, exc.smtp_error)) from None
         except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             raise _StageError(Delivery(TRANSIENT, None, f"connection failed: {exc}", service_fault=True)) from None
         self._smtp = smtp
@@ -236,7 +245,7 @@ class SmtpTransport:
                 slot.written()  # whatever ended the envelope (a deadline, say): the gate must not wait for it
         if mail_reply[0] != 250:
             self._rset()
-            raise _StageError(Delivery(TRANSIENT, mail_reply[0], _decode(mail_reply[1]), service_fault=True))
+            raise _StageError(_service_reply(*mail_reply))
         if rcpt_reply[0] not in (250, 251):
             self._rset()
             raise _StageError(_reply_delivery(*rcpt_reply))
@@ -319,15 +328,25 @@ def _dot_stuffed(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
-def _reply_delivery(code: int, reply: bytes | str) -> Delivery:
+def _reply_delivery(code: int, reply: bytes | str, *, about_recipient: bool = True) -> Delivery:
+    """A refusal at RCPT TO or the end of DATA (``about_recipient``), or of the sender (a backend's MAIL FROM)."""
     text = _decode(reply)
+    bounce = bounce_class(code, text, about_recipient=about_recipient)
     if 400 <= code < 500:
         # Temporary refusals (throttling, resources, 421 closing) count against
         # the service: a run of them makes it back off.
-        return Delivery(TRANSIENT, code, text, service_fault=True)
+        return Delivery(TRANSIENT, code, text, service_fault=True, bounce=bounce)
     if code >= 500:
-        return Delivery(PERMANENT, code, text)
-    return Delivery(TRANSIENT, code, text, service_fault=True)
+        # A policy refusal (5.7.x: the sender, its IP or the content) is the
+        # service's standing, not the recipient's: it counts towards back-off.
+        return Delivery(PERMANENT, code, text, service_fault=bounce == Bounce.POLICY, bounce=bounce)
+    return Delivery(TRANSIENT, code, text, service_fault=True, bounce=bounce)
+
+
+def _service_reply(code: int, reply: bytes | str) -> Delivery:
+    """A refusal of the session or the sender (greeting, TLS, AUTH, MAIL FROM): transient, the service's fault."""
+    text = _decode(reply)
+    return Delivery(TRANSIENT, code, text, service_fault=True, bounce=bounce_class(code, text, about_recipient=False))
 
 
 class BackendTransport:
@@ -378,7 +397,9 @@ class BackendTransport:
             return _reply_delivery(code, reply), backend
         except smtplib.SMTPResponseException as exc:
             _close_quietly(backend)
-            return _reply_delivery(exc.smtp_code, exc.smtp_error), None
+            # Only a refusal of the message itself is about the recipient; not one of AUTH or the sender.
+            about_recipient = isinstance(exc, smtplib.SMTPDataError)
+            return _reply_delivery(exc.smtp_code, exc.smtp_error, about_recipient=about_recipient), None
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             # Where the conversation stood is the backend's secret: the server may have the mail.
             _close_quietly(backend)

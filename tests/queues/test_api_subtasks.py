@@ -80,6 +80,7 @@ def test_detail_shows_the_attempts(user, subtask_factory, email_service):
         outcome="transient",
         smtp_code=451,
         smtp_reply="4.7.1 Try again later",
+        bounce_class="soft",
     )
     SendAttempt.objects.create(
         subtask=subtask,
@@ -105,6 +106,7 @@ def test_detail_shows_the_attempts(user, subtask_factory, email_service):
             "outcome": "transient",
             "smtp_code": 451,
             "smtp_reply": "4.7.1 Try again later",
+            "bounce_class": "soft",
         },
         {
             "service": None,
@@ -115,6 +117,7 @@ def test_detail_shows_the_attempts(user, subtask_factory, email_service):
             "outcome": "sent",
             "smtp_code": 250,
             "smtp_reply": "2.0.0 OK",
+            "bounce_class": "",
         },
     ]
     assert "claimed_by" not in body

@@ -80,17 +80,18 @@ def test_sends_and_reuses_one_connection(smtp_sink):
 
 
 @pytest.mark.parametrize(
-    ("recipient", "outcome", "code", "fault"),
+    ("recipient", "outcome", "code", "fault", "bounce"),
     [
-        pytest.param("tempfail@example.org", TRANSIENT, 451, True, id="4xx-at-rcpt"),
-        pytest.param("permfail@example.org", PERMANENT, 550, False, id="5xx-at-rcpt"),
-        pytest.param("datafail@example.org", PERMANENT, 554, False, id="5xx-after-data"),
+        pytest.param("tempfail@example.org", TRANSIENT, 451, True, "soft", id="4xx-at-rcpt"),
+        pytest.param("permfail@example.org", PERMANENT, 550, False, "hard", id="5.1.1-at-rcpt"),
+        # 5.7.1 rejected as spam: the sender's standing, so the service's fault.
+        pytest.param("datafail@example.org", PERMANENT, 554, True, "policy", id="5.7.1-after-data"),
     ],
 )
-def test_server_replies_are_classified(smtp_sink, recipient, outcome, code, fault):
+def test_server_replies_are_classified(smtp_sink, recipient, outcome, code, fault, bounce):
     transport = open_transport(config(smtp_sink.port))
     delivery = transport.send(mail(recipient))
-    assert (delivery.outcome, delivery.code, delivery.service_fault) == (outcome, code, fault)
+    assert (delivery.outcome, delivery.code, delivery.service_fault, delivery.bounce) == (outcome, code, fault, bounce)
     assert delivery.reply  # the server's text is kept
     # The session is still usable after a refusal.
     assert transport.send(mail()).outcome == SENT

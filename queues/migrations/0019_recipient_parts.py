@@ -69,7 +69,7 @@ def parts_uncompressed(apps, schema_editor) -> None:
 class Migration(migrations.Migration):
     dependencies = [
         ("contacts", "0003_remove_contact_tags"),
-        ("queues", "0017_subtask_suppressed"),
+        ("queues", "0018_bounce_class_pause_reason"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
