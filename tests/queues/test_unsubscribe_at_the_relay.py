@@ -92,6 +92,37 @@ def test_a_sent_mail_carries_a_working_one_click_link(smtp_sink, email_service_f
     ]
 
 
+def test_after_a_one_click_unsubscribe_the_owners_next_campaign_skips_the_address_at_the_relay(
+    smtp_sink, email_service_factory, user
+):
+    smtp_sink.keep_content = True
+    service = email_service_factory(port=smtp_sink.port, sending_rate=0)
+    send_one(user)
+    url = received(smtp_sink)["List-Unsubscribe"][1:-1]
+    assert one_click(Client(enforce_csrf_checks=True), path_of(url)).status_code == 200
+    service.refresh_from_db()
+    charged = service.used_quota
+
+    task = task_create(
+        owner=user,
+        name="next",
+        subject="Next",
+        body_text="Hello again",
+        recipients=[{"email": "ANN@example.org"}, {"email": "bob@example.org"}],
+    )
+    call_command("run_scheduler", "--until-empty")
+
+    assert sorted(r.recipient for r in smtp_sink.snapshot()) == ["Ann@example.org", "bob@example.org"]
+    assert dict(task.subtasks.values_list("recipient_email", "status")) == {
+        "ANN@example.org": "suppressed",
+        "bob@example.org": "sent",
+    }
+    service.refresh_from_db()
+    assert service.used_quota == charged + 1
+    task.refresh_from_db()
+    assert task.status == "completed"
+
+
 def test_a_backend_service_sends_the_same_headers(smtp_sink, email_service_factory, user, settings):
     settings.EDM_UNSUBSCRIBE_MAILTO = "unsubscribe@sender.example"
     smtp_sink.keep_content = True
