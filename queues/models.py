@@ -210,7 +210,7 @@ class TaskRecipientPart(models.Model):
     of a list (its contact is upserted), ``[email, contact_id]`` for a tag's
     member (its contact existed; one deleted since still gets its mail, with
     no contact, as it would have had the task been expanded when it was
-    created). The column is stored uncompressed (migration 0017): every chunk
+    created). The column is stored uncompressed (migration 0019): every chunk
     reads its part twice, and compressing it cost more than the bytes saved.
     """
 
