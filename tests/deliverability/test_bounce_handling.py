@@ -249,11 +249,16 @@ def test_a_hard_bounced_address_is_skipped_by_the_owners_next_task_not_by_anothe
     task_create(owner=owner, name="first", subject="s", body_text="b", recipients=["hard@x.example"])
     call_command("run_scheduler", "--once")
     assert Suppression.objects.get().owner_id == owner.pk
+    service.refresh_from_db()
+    charged = service.used_quota
 
     again = task_create(owner=owner, name="second", subject="s", body_text="b", recipients=["hard@x.example"])
     theirs = task_create(owner=stranger, name="theirs", subject="s", body_text="b", recipients=["hard@x.example"])
     for _ in range(3):
         call_command("run_scheduler", "--once")
+
+    service.refresh_from_db()
+    assert service.used_quota == charged + 1  # the other owner's attempt only: the suppressed one costs nothing
 
     assert SubTask.objects.get(task=again).status == "suppressed"  # never offered to the relay
     assert (SubTask.objects.get(task=theirs).status, SubTask.objects.get(task=theirs).attempts) == ("failed", 1)
