@@ -21,7 +21,7 @@ from contacts.exceptions import ContactNotFound
 from contacts.models import Contact, Tag
 from contacts.services import contact_delete, tag_remove_contacts
 from contacts.tag_manager import ContactTagManager
-from edm.api.parsers import CSVTextParser
+from edm.api.parsers import CSVTextParser, csv_import_text
 from edm.api.scoping import OwnerScopedMixin
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
@@ -67,23 +67,11 @@ class ContactViewSet(OwnerScopedMixin, viewsets.ModelViewSet):
         pagination_class=None,
     )
     def import_csv(self, request: Request) -> Response:
-        result = contacts_import_csv(owner=request.user, text=self._csv_text(request))
+        result = contacts_import_csv(
+            owner=request.user, text=csv_import_text(request, serializers.ContactImportUploadSerializer)
+        )
         body = {"created": result.created, "updated": result.updated, "errors": result.errors}
         return Response(serializers.ContactImportResultSerializer(body).data)
-
-    @staticmethod
-    def _csv_text(request: Request) -> str:
-        if isinstance(request.data, str):
-            return request.data
-        upload = serializers.ContactImportUploadSerializer(data=request.data)
-        upload.is_valid(raise_exception=True)
-        file = upload.validated_data["file"]
-        if file.size > CSVTextParser.max_bytes:
-            raise exceptions.ValidationError({"file": [f"at most {CSVTextParser.max_bytes} bytes"]})
-        try:
-            return file.read().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise exceptions.ValidationError({"file": ["not UTF-8 text"]}) from None
 
 
 @extend_schema_view(

@@ -25,7 +25,7 @@ from deliverability.api.filters import SuppressionFilter
 from deliverability.models import Suppression
 from deliverability.suppression_csv import suppressions_export_csv, suppressions_import_csv
 from deliverability.suppressions import suppression_add, suppression_remove
-from edm.api.parsers import CSVTextParser
+from edm.api.parsers import CSVTextParser, csv_import_text
 from edm.api.scoping import PARSERS
 
 SOURCE = "api"
@@ -134,7 +134,9 @@ class SuppressionViewSet(
     )
     def import_csv(self, request: Request) -> Response:
         owner_id = self.owner_id()
-        result = suppressions_import_csv(owner_id=owner_id, text=self._csv_text(request))
+        result = suppressions_import_csv(
+            owner_id=owner_id, text=csv_import_text(request, serializers.SuppressionImportUploadSerializer)
+        )
         body = {
             "added": result.added,
             "already_present": result.already_present,
@@ -161,17 +163,3 @@ class SuppressionViewSet(
         response = StreamingHttpResponse(suppressions_export_csv(entries), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="suppressions.csv"'
         return response
-
-    @staticmethod
-    def _csv_text(request: Request) -> str:
-        if isinstance(request.data, str):
-            return request.data
-        upload = serializers.SuppressionImportUploadSerializer(data=request.data)
-        upload.is_valid(raise_exception=True)
-        file = upload.validated_data["file"]
-        if file.size > CSVTextParser.max_bytes:
-            raise exceptions.ValidationError({"file": [f"at most {CSVTextParser.max_bytes} bytes"]})
-        try:
-            return file.read().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise exceptions.ValidationError({"file": ["not UTF-8 text"]}) from None

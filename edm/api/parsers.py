@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.utils import json
 
@@ -55,3 +55,18 @@ class CSVTextParser(BaseParser):
             return raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ParseError("the CSV body is not UTF-8 text") from None
+
+
+def csv_import_text(request, upload_serializer_class: type) -> str:
+    """A CSV import's text: a ``text/csv`` body as CSVTextParser read it, or a multipart ``file`` (same limits)."""
+    if isinstance(request.data, str):
+        return request.data
+    upload = upload_serializer_class(data=request.data)
+    upload.is_valid(raise_exception=True)
+    file = upload.validated_data["file"]
+    if file.size > CSVTextParser.max_bytes:
+        raise ValidationError({"file": [f"at most {CSVTextParser.max_bytes} bytes"]})
+    try:
+        return file.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError({"file": ["not UTF-8 text"]}) from None
