@@ -124,6 +124,8 @@ class ConnectionGrants:
         self.clock = clock  # the process's own clock, for valid_until
         self._valid_until = float("-inf")
         self._allowed: dict[uuid.UUID, int] = {}
+        self._last_closed: set[uuid.UUID] = set()
+        self._closed: frozenset[uuid.UUID] = frozenset()
 
     @property
     def valid_until(self) -> float:
@@ -138,6 +140,11 @@ class ConnectionGrants:
     def allowed(self) -> dict[uuid.UUID, int]:
         """The last renewal's result (after a failed renewal: no more than the process then held)."""
         return dict(self._allowed)
+
+    @property
+    def closed(self) -> frozenset[uuid.UUID]:
+        """Services the last successful renewal found disabled or deleted: none of their mail can go out."""
+        return self._closed
 
     def renew(self, wanted: dict[uuid.UUID, int], holding: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
         """Record what this process wants and holds; return how many connections it may have open per service.
@@ -170,6 +177,7 @@ class ConnectionGrants:
             self._allowed = {s: min(n, holding.get(s, 0)) for s, n in self._allowed.items()}
             raise
         self._allowed = allowed
+        self._closed = frozenset(self._last_closed)
         self._valid_until = started + lifetime * (1 - SAFETY_FRACTION)
         return dict(allowed)
 
@@ -191,6 +199,7 @@ class ConnectionGrants:
             capacity = dict(
                 EmailService.objects.filter(pk__in=services, is_enabled=True).values_list("id", "max_connections")
             )
+            self._last_closed = {s for s in services if s not in capacity}
             rows: dict[uuid.UUID, list[ServiceConnectionGrant]] = {s: [] for s in services}
             for row in ServiceConnectionGrant.objects.filter(service_id__in=services):
                 rows[row.service_id].append(row)

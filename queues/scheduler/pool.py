@@ -41,6 +41,7 @@ class ConnectionPools:
         self._lock = threading.Lock()
         self._pools: dict[uuid.UUID, _ServicePool] = {}
         self._gates: dict[uuid.UUID, StartGate] = {}  # each rate-limited service's starts in this process
+        self._closed: frozenset[uuid.UUID] = frozenset()  # services found disabled or deleted
 
     def _pool(self, service: ServiceConfig) -> _ServicePool:
         pool = self._pools.get(service.id)
@@ -153,10 +154,16 @@ class ConnectionPools:
         for transport in stale:
             transport.close()
 
-    def set_allowed(self, allowed: dict[uuid.UUID, int]) -> None:
+    def closed(self, service_id: uuid.UUID) -> bool:
+        """The last renewal found the service disabled or deleted: its mail waiting here cannot go out."""
+        with self._lock:
+            return service_id in self._closed
+
+    def set_allowed(self, allowed: dict[uuid.UUID, int], closed: frozenset[uuid.UUID] = frozenset()) -> None:
         """The process's share changed: idle connections above it are closed now, busy ones on return."""
         surplus = []
         with self._lock:
+            self._closed = closed
             for service_id, pool in self._pools.items():
                 pool.allowed = allowed.get(service_id, 0)
                 # Idle connections that permits already out will take are not surplus.

@@ -87,7 +87,7 @@ class ShareKeeper:
         self._pools.set_waiting(waiting)
         wanted, holding = self._pools.demand()
         allowed = self.grants.renew(wanted, holding)
-        self._pools.set_allowed(allowed)
+        self._pools.set_allowed(allowed, self.grants.closed)
         self._on_change()
 
     def release(self) -> None:

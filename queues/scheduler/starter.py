@@ -15,6 +15,8 @@ permit of the connection pool, so no more mails go to the senders than the
 service's connections can take) and its rate slot (``not_before``: a mail of
 a rate-limited service goes to a sender just before its slot, not a second
 early, so it neither occupies a sender nor sits in ``processing`` meanwhile).
+A mail that can no longer start (``expired``: its slot passed while it waited
+for a connection, its service was disabled) is given back at once.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class SendStarter:
         unadmit: Callable[[Any], None] = lambda work: None,
         not_before: Callable[[Any], float | None] = lambda work: None,
         service_of: Callable[[Any], Any] = lambda work: None,
+        expired: Callable[[Any], bool] = lambda work: False,
     ) -> None:
         self.ready = ready
         self.depth = max(1, depth)
@@ -64,6 +67,7 @@ class SendStarter:
         self._unadmit = unadmit
         self._not_before = not_before
         self._service_of = service_of
+        self._expired = expired
         self._staged: deque[Any] = deque()
         self._changed = threading.Condition()
         self._closing = False
@@ -110,6 +114,14 @@ class SendStarter:
                     return [], released
                 if self._closing and not self._staged:
                     return None, []
+                # What can no longer start (its slot passed, its lease ran out, its service was
+                # disabled) goes back now: waiting here for a connection it will never get would
+                # hold this process's claims back too.
+                expired = [work for work in self._staged if self._expired(work)]
+                if expired:
+                    gone = {id(work) for work in expired}
+                    self._staged = deque(work for work in self._staged if id(work) not in gone)
+                    return [], expired
                 room = self.depth - self.ready.qsize()
                 wait = 0.5
                 # Refill by half the depth at a time (fewer, larger updates, and

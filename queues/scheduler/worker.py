@@ -201,6 +201,7 @@ class SchedulerWorker:
             unadmit=self._unadmit,
             not_before=lambda work: None if work.window is None else work.window[0] - SLOT_HANDOVER_SECONDS,
             service_of=lambda work: work.service.id,
+            expired=self._cannot_start,
         )
         self._share_stop = threading.Event()  # after the senders: they need their connections to the end
         self._share = ShareKeeper(
@@ -513,6 +514,16 @@ class SchedulerWorker:
         if not work.admitted and self._pools.below_cap(work.service):
             self._share.ask()  # the share may allow more (or nobody asked for this service yet)
         return work.admitted
+
+    def _cannot_start(self, work: WorkItem) -> bool:
+        """Staged work that no sender should take up any more: given back to the queue."""
+        now = time.monotonic()
+        if work.window is not None and now > work.window[1]:
+            # Its rate slot passed while it waited for a connection.
+            self.stats.missed_slots += 1
+            metrics.RATE_SLOTS_MISSED.inc()
+            return True
+        return now > work.must_start_by or self._pools.closed(work.service.id)
 
     def _unadmit(self, work: WorkItem) -> None:
         if work.admitted:

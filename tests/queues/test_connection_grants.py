@@ -184,9 +184,11 @@ def test_a_disabled_or_deleted_service_gets_nothing(email_service_factory):
     gone = uuid.uuid4()
     grants = ConnectionGrants("a")
     renew(grants, service, 10, 0)
+    assert grants.closed == frozenset()
     EmailService.objects.filter(pk=service.pk).update(is_enabled=False)
 
     assert grants.renew({service.pk: 10, gone: 3}, {service.pk: 10}) == {service.pk: 0, gone: 0}
+    assert grants.closed == {service.pk, gone}  # the process gives back what it holds for them
     # Still recorded while its connections close; nothing recorded for a service that does not exist.
     assert list(ServiceConnectionGrant.objects.values_list("service_id", "connections", "wanted")) == [
         (service.pk, 10, 0)

@@ -50,3 +50,38 @@ def test_a_signalled_process_gives_staged_work_back_and_then_waits_quietly():
     starter.close()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_staged_work_that_cannot_start_any_more_goes_back_without_a_permit():
+    """A mail waiting for a connection its service will not give (disabled, slot passed) is given back,
+    and the mail staged behind it still goes to the senders."""
+    released: list = []
+    admitted: list = []
+    ready: queue.Queue = queue.Queue()
+    stuck = SimpleNamespace(item=SimpleNamespace(id=1), token="t", service="closed")
+    fine = SimpleNamespace(item=SimpleNamespace(id=2), token="t", service="open")
+
+    def admit(work) -> bool:
+        admitted.append(work)
+        return work.service == "open"
+
+    starter = SendStarter(
+        ready=ready,
+        depth=2,
+        release=released.append,
+        stopping=lambda: False,
+        admit=admit,
+        service_of=lambda work: work.service,
+        expired=lambda work: work.service == "closed",
+    )
+    starter._start = lambda batch: [ready.put(w) for w in batch]  # no database: every admitted mail starts
+    starter.stage(stuck)
+    starter.stage(fine)
+    thread = threading.Thread(target=starter.run, daemon=True)
+    thread.start()
+    assert ready.get(timeout=10) is fine
+    starter.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert released == [stuck]
+    assert stuck not in admitted
