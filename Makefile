@@ -44,10 +44,19 @@ $(LIBFAKETIME):
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends faketime \
 	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends faketime; }
 
+# The Prometheus alert rules are unit-tested with Debian's promtool (package prometheus).
+PROMTOOL ?= /usr/bin/promtool
+
+$(PROMTOOL):
+	@command -v apt-get >/dev/null || { echo "the alert rule tests need promtool at $(PROMTOOL) (set PROMTOOL=/path)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus; }
+
 # The test suite; set DATABASE_URL=postgres://... to run it on PostgreSQL.
 test: export CHROMIUM_PATH = $(CHROMIUM)
 test: export LIBFAKETIME_PATH = $(LIBFAKETIME)
-test: $(STAMP) $(CHROMIUM) $(LIBFAKETIME)
+test: export PROMTOOL_PATH = $(PROMTOOL)
+test: $(STAMP) $(CHROMIUM) $(LIBFAKETIME) $(PROMTOOL)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

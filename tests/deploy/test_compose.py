@@ -24,9 +24,8 @@ import yaml
 from django.core.management import CommandError, get_commands, load_command_class
 from django.urls import Resolver404, resolve
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKER = ROOT / "docker"
-COMPOSE_FILE = DOCKER / "docker-compose.yml"
+from tests.deploy.compose import COMPOSE_FILE, DOCKER, ROOT, MissingVariable, interpolate
+
 PROMETHEUS_FILE = DOCKER / "prometheus" / "prometheus.yml"
 DASHBOARD_FILE = DOCKER / "grafana" / "dashboards" / "edm.json"
 DATASOURCE_FILE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
@@ -41,38 +40,6 @@ HEALTH_VIEW = "SystemHealthView"
 
 # The web application is loaded without collectstatic's output; WhiteNoise warns about that.
 pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
-
-_VAR = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
-
-
-class MissingVariable(Exception):
-    pass
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Resolve ``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}`` and ``$$`` as Compose does."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, env) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, env) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("name") or match.group("bare")
-        op, arg = match.group("op"), match.group("arg")
-        current = env.get(name)
-        unset = current is None or (current == "" and op is not None and op.startswith(":"))
-        if op and op.endswith("?") and unset:
-            raise MissingVariable(f"{name}: {arg}")
-        if op and op.endswith("-") and unset:
-            return arg
-        return current or ""
-
-    return _VAR.sub(replace, value)
-
 
 RAW = yaml.safe_load(COMPOSE_FILE.read_text())
 COMPOSE = interpolate(RAW, ENV)

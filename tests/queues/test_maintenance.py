@@ -105,6 +105,24 @@ def test_setup_periodic_tasks_installs_every_sweep_once(db, capsys):
     assert "installed recover_stuck: every 60 s" in capsys.readouterr().out
 
 
+def test_freshly_installed_sweeps_are_due_at_beats_first_tick_and_reinstalling_keeps_their_history(db):
+    from django_celery_beat.schedulers import ModelEntry
+
+    from edm.celery import app
+
+    call_command("setup_periodic_tasks")
+    tasks = PeriodicTask.objects.filter(name__startswith="edm: ")
+    # Beat's first look at a new schedule: due now, not one interval after the install.
+    assert {t.name: ModelEntry(t, app=app).is_due()[0] for t in tasks} == {t.name: True for t in tasks}
+
+    ran_at = timezone.now() - dt.timedelta(seconds=5)
+    tasks.update(last_run_at=ran_at)
+    call_command("setup_periodic_tasks")  # the next deploy
+    tasks = PeriodicTask.objects.filter(name__startswith="edm: ")
+    assert {t.last_run_at for t in tasks} == {ran_at}
+    assert ModelEntry(tasks.get(name="edm: prune"), app=app).is_due()[0] is False
+
+
 def test_the_celery_task_runs_the_sweep(db):
     # Eager here (no broker in the tests' settings); the worker runs the same function.
     assert run_sweep_task.delay("reset_quotas").get() == {
