@@ -32,7 +32,7 @@ _COUNTS = {
 
 
 def _subtask_count(condition: Q) -> Coalesce:
-    counted = SubTask.objects.filter(condition, task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk"))
+    counted = SubTask.objects.filter(condition, task=OuterRef("pk")).order_by().values("task").annotate(n=Count("*"))
     return Coalesce(Subquery(counted.values("n"), output_field=IntegerField()), 0)
 
 
