@@ -10,6 +10,7 @@ from edm.admin_actions import OneAtATimeDeleteAdmin, Result, apply_to_each
 from edm.admin_readonly import ReadOnlyAdmin, all_fields
 from edm.admin_saving import SaveChangedFieldsAdmin
 from edm.dbclock import db_now
+from queues.admin_task_progress import SUMMARY_FIELDS, TaskProgressAdmin
 from queues.api.serializers import EmailServiceSerializer
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import (
@@ -226,8 +227,21 @@ class TaskForm(forms.ModelForm):
 
 
 @admin.register(Task)
-class TaskAdmin(OneAtATimeDeleteAdmin):
-    list_display = ("name", "owner", "status", "recipients", "priority", "scheduled_at", "created_at", "completed_at")
+class TaskAdmin(TaskProgressAdmin, OneAtATimeDeleteAdmin):
+    list_display = (
+        "name",
+        "owner",
+        "status",
+        "recipients",
+        "sent_of_total",
+        "failed",
+        "suppressed",
+        "done",
+        "priority",
+        "scheduled_at",
+        "created_at",
+        "completed_at",
+    )
     list_filter = ("status", "priority", "created_at")
     search_fields = ("name", "subject", "owner__username", "id")
     list_select_related = ("owner",)
@@ -245,6 +259,7 @@ class TaskAdmin(OneAtATimeDeleteAdmin):
         "created_at",
         "updated_at",
         "completed_at",
+        *SUMMARY_FIELDS,
     )
     form = TaskForm
     date_hierarchy = "created_at"

@@ -30,6 +30,7 @@ from queues.expansion import message_id_for as message_id_for  # its home before
 from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
+from queues.templates_check import TEMPLATE_FIELDS, template_variables_errors
 from queues.wakeup import notify_work
 
 logger = logging.getLogger(__name__)
@@ -200,6 +201,13 @@ def _validate_content(*, name: str, subject: str, body_text: str, body_html: str
         raise TaskValidationError(errors)
 
 
+def _validate_variables(*, owner_id: uuid.UUID, templates: dict[str, str], given: Iterable[str] = ()) -> None:
+    """Every variable the templates read must be one the renderer provides (queues.templates_check)."""
+    errors = template_variables_errors(owner_id=owner_id, templates=templates, attributes=given)
+    if errors:
+        raise TaskValidationError(errors)
+
+
 def _validate_settings(*, priority: int, reply_to: str, scheduled_at: dt.datetime | None) -> None:
     errors: dict[str, list[str]] = {}
     if not isinstance(priority, int) or not -32768 <= priority <= 32767:
@@ -245,6 +253,9 @@ def task_create(
     parsed = parse_recipients(recipients) if recipients is not None else None
     if parsed is not None and not parsed:
         raise TaskValidationError({"recipients": ["the list is empty"]})
+    given = {name for r in parsed or () for name in (r.attributes or {})}
+    templates = {"subject": subject, "body_text": body_text, "body_html": body_html}
+    _validate_variables(owner_id=owner.pk, templates=templates, given=given)
 
     # For a tag, the ids it lists (read in SQL: the list may be long); the preparation
     # copies its members as they are then, and the total becomes their number.
@@ -317,6 +328,8 @@ def task_update_check(*, task: Task, changes: dict[str, Any]) -> dict[str, Any]:
     merged = {field: changed.get(field, getattr(task, field)) for field in EDITABLE_IN}
     _validate_content(**{field: merged[field] for field in ("name", *CONTENT_FIELDS) if field != "reply_to"})
     _validate_settings(priority=merged["priority"], reply_to=merged["reply_to"], scheduled_at=merged["scheduled_at"])
+    # Only the templates that change: a task written before this check stays editable otherwise.
+    _validate_variables(owner_id=task.owner_id, templates={f: changed[f] for f in TEMPLATE_FIELDS if f in changed})
     return changed
 
 

@@ -94,7 +94,12 @@ class MailTemplate:
         return self._render_django(contact, variables)
 
     def _render_django(self, contact: dict[str, Any], variables: dict[str, str]) -> str:
-        return render(self.django, {**{k: v for k, v in variables.items() if k in MAIL_VARIABLES}, "contact": contact})
+        return render(self.django, render_context(contact, variables))
+
+
+def render_context(contact: dict[str, Any], variables: dict[str, str]) -> dict[str, Any]:
+    """Everything a template sees: the mail variables and ``contact`` (a contact field cannot replace one)."""
+    return {**{k: v for k, v in variables.items() if k in MAIL_VARIABLES}, "contact": contact}
 
 
 def compile_template(source: str, *, html: bool, field: str) -> MailTemplate:

@@ -219,6 +219,26 @@ class TaskCreateSerializer(serializers.Serializer):
             self.fields["tag"].queryset = Tag.objects.filter(owner=request.user).defer("contacts")
 
 
+class TaskUpdateSerializer(serializers.Serializer):
+    """An edit of a task: only the fields given change, and only those its status allows (409 otherwise)."""
+
+    name = serializers.CharField(required=False, max_length=200)
+    subject = serializers.CharField(required=False, max_length=MAX_SUBJECT)
+    body_text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_BODY)
+    body_html = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_BODY)
+    from_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    reply_to = serializers.CharField(required=False, allow_blank=True, max_length=EMAIL_MAX)
+    priority = serializers.IntegerField(required=False, min_value=SMALLINT[0], max_value=SMALLINT[1])
+    scheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A field that cannot be edited (status, recipients...) is refused, not silently ignored.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["cannot be changed"] for name in unknown})
+        return attrs
+
+
 class TaskWaitSerializer(serializers.ModelSerializer):
     class Meta:
         model = TaskWaitMetric

@@ -26,6 +26,7 @@ from queues.services import (
     task_pause,
     task_resume,
     task_retry_failed,
+    task_update,
 )
 
 _SERVICE_ACTION = extend_schema(request=None, responses={200: serializers.EmailServiceSerializer})
@@ -103,7 +104,8 @@ class TaskViewSet(
 ):
     """Create and follow sending tasks; status changes only through the actions.
 
-    There is no update: a task's content is fixed once its subtasks exist.
+    PATCH edits it through task_update: the content while the task is pending,
+    paused or failed, the schedule and priority while it has mail to send.
     A delete cancels the task and removes it with its subtasks and their
     history; it is refused (409) while its mail is being sent.
     """
@@ -132,6 +134,22 @@ class TaskViewSet(
         payload.is_valid(raise_exception=True)
         task = task_create(owner=request.user, **payload.validated_data)
         return Response(self.get_serializer(self._reload(task)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Edit a task's content, schedule or priority",
+        description=(
+            "Checked as a new task is (bad values: 400, nothing changed); a field its status does not let "
+            "change is a 409. Every variable a template reads must exist (`contact.first_name`, "
+            "`contact.<attribute>`, `unsubscribe_url` ...): an unknown one is a 400 naming it."
+        ),
+        request=serializers.TaskUpdateSerializer,
+        responses={200: serializers.TaskSerializer},
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        payload = serializers.TaskUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        task = task_update(task=self.get_object(), **payload.validated_data)
+        return Response(self.get_serializer(self._reload(task)).data)
 
     @extend_schema(summary="Stop new sends; sends under way finish", request=None, responses=serializers.TaskSerializer)
     @action(**_TASK_ACTION)

@@ -445,18 +445,18 @@ def test_malformed_ids_are_a_404(user, pk):
     assert api.post(f"{URL}{pk}/pause/").status_code == 404
 
 
-def test_no_direct_update(user, task_factory):
-    # A delete is allowed (tests/queues/test_deletion.py); a status is never set directly.
+def test_no_direct_status_change(user, task_factory):
+    # A delete is allowed (tests/queues/test_deletion.py); PATCH edits content (tests/queues/test_templates_check.py);
+    # a status is never set directly.
     task = task_factory(owner=user)
     api = client_for(user)
     url = f"{URL}{task.pk}/"
 
-    for response in (
-        api.patch(url, {"status": "completed"}, format="json"),
-        api.put(url, {**CONTENT, "status": "completed"}, format="json"),
-    ):
-        assert response.status_code == 405
-        assert "detail" in response.json()
+    patched = api.patch(url, {"status": "completed"}, format="json")
+    put = api.put(url, {**CONTENT, "status": "completed"}, format="json")
+
+    assert (patched.status_code, patched.json()["errors"]) == (400, {"status": ["cannot be changed"]})
+    assert (put.status_code, "detail" in put.json()) == (405, True)
     assert Task.objects.get(pk=task.pk).status == "pending"
 
 
