@@ -36,6 +36,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.module_loading import import_string
 
 from deliverability.bounces import Bounce, bounce_class
+from queues.backend_allowlist import backend_refusal
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail
 from queues.scheduler.slots import SlotStart, StartMissed
@@ -387,6 +388,10 @@ class BackendTransport:
 
     def call(self, backend, mail: RenderedMail) -> tuple[Delivery, object | None]:
         """One send through ``backend`` (opened first if None); returns the backend still usable, or None."""
+        if refusal := backend_refusal(self.config.backend_path):
+            # Checked before anything is imported: the path names code to run. The service is at
+            # fault (it backs off and raises an alert); the mail may still go through another one.
+            return Delivery(TRANSIENT, None, refusal, service_fault=True), None
         try:
             if backend is None:
                 backend = get_connection(self.config.backend_path, fail_silently=False, **self._options())
