@@ -16,6 +16,7 @@ from edm.env import (
     env_bool,
     env_database,
     env_email,
+    env_fernet_keys,
     env_int,
     env_list,
     env_public_url,
@@ -208,3 +209,17 @@ def test_public_url_and_mailbox_readers():
     for bad in ("jörg@example.com", "a@b.example?subject=x"):
         with pytest.raises(ImproperlyConfigured, match="M="):
             env_email("M", environ={"M": bad})
+
+
+def test_the_documented_key_command_makes_a_key_the_settings_accept():
+    readme = (ROOT / "README.md").read_text()
+    command = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+    assert command in readme
+    made = subprocess.run(
+        [sys.executable, "-c", "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert env_fernet_keys("K", debug_secret=None, environ={"K": f"{made},{NEW_KEY}"}) == [made, NEW_KEY]
+

@@ -13,7 +13,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from queues.models import EmailService
+from queues.models import EmailService, SubTask
+from queues.services import task_create
 from tests.api_helpers import client_for
 from tests.processes import child_environment
 from tests.schedulers import ROOT
@@ -176,3 +177,25 @@ def test_the_api_answers_a_clear_503_when_the_keys_cannot_decrypt(staff, email_s
         "detail": "email_services.password cannot be decrypted with any key in EDM_FIELD_KEYS "
         "(was the key it was written with removed before rotate_field_keys ran?)"
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_service_the_keys_cannot_decrypt_fails_its_sends_with_the_reason(
+    smtp_sink, email_service_factory, user, queue_config, settings
+):
+    queue_config(max_retries=0)
+    settings.EDM_FIELD_KEYS = [OLD_KEY]
+    service = email_service_factory(port=smtp_sink.port, username="mailer", password=PASSWORD)
+    settings.EDM_FIELD_KEYS = [NEW_KEY]  # the old key dropped before rotate_field_keys ran
+    task = task_create(owner=user, name="t", subject="s", body_text="b", recipients=["ann@example.org"])
+
+    call_command("run_scheduler", "--once")
+
+    subtask = SubTask.objects.get(task=task)
+    assert subtask.status == SubTask.Status.FAILED
+    assert subtask.error_message == (
+        "the service's credentials are unusable: email_services.password cannot be decrypted with any key in "
+        "EDM_FIELD_KEYS (was the key it was written with removed before rotate_field_keys ran?)"
+    )
+    assert smtp_sink.snapshot() == []
+    assert EmailService.objects.filter(pk=service.pk).values_list("consecutive_failures", flat=True).get() == 1
