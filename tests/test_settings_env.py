@@ -222,4 +222,3 @@ def test_the_documented_key_command_makes_a_key_the_settings_accept():
         check=True,
     ).stdout.strip()
     assert env_fernet_keys("K", debug_secret=None, environ={"K": f"{made},{NEW_KEY}"}) == [made, NEW_KEY]
-
