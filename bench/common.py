@@ -7,6 +7,7 @@ database: a PostgreSQL benchmark database is dropped and re-created.
 
 from __future__ import annotations
 
+import base64
 import os
 import statistics
 import sys
@@ -23,6 +24,7 @@ def setup_django(*, fresh: bool = True) -> str:
     url = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench.sqlite3'}")
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
+    os.environ.setdefault("EDM_FIELD_KEYS", base64.urlsafe_b64encode(b"bench-only-field-key-not-secret!").decode())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "edm.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     if fresh:

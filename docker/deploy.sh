@@ -10,8 +10,8 @@ Usage: docker/deploy.sh [--tag TAG] [--pull] [--help]
 Deploys the current checkout (or an image from a registry) to the compose
 stack in docker/docker-compose.yml:
 
-  1. check the compose file and its variables (SECRET_KEY, POSTGRES_PASSWORD,
-     GRAFANA_ADMIN_PASSWORD from the shell or docker/.env);
+  1. check the compose file and its variables (SECRET_KEY, EDM_FIELD_KEYS,
+     POSTGRES_PASSWORD, GRAFANA_ADMIN_PASSWORD from the shell or docker/.env);
   2. build the image IMAGE:TAG from docker/Dockerfile (or pull it, --pull);
   3. start PostgreSQL and Redis, run the one-shot migrate service
      (migrate --noinput, then setup_periodic_tasks); the old web and
@@ -141,7 +141,7 @@ if [ -z "$TAG" ]; then
 fi
 
 step "Checking $COMPOSE_FILE and its variables"
-compose config --quiet || fail "the compose file or its variables are wrong (are SECRET_KEY, POSTGRES_PASSWORD and GRAFANA_ADMIN_PASSWORD set in the shell or docker/.env?); nothing was changed"
+compose config --quiet || fail "the compose file or its variables are wrong (are SECRET_KEY, EDM_FIELD_KEYS, POSTGRES_PASSWORD and GRAFANA_ADMIN_PASSWORD set in the shell or docker/.env?); nothing was changed"
 
 if [ "$PULL" = 1 ]; then
     step "Pulling $IMAGE:$TAG"

@@ -169,3 +169,42 @@ def env_email(name: str, *, environ: Mapping[str, str] | None = None) -> str | N
     if not value.isascii() or "?" in value or "%" in value:
         raise ImproperlyConfigured(f"{name}={value!r} must be a plain ASCII address (it goes into mail headers)")
     return value
+
+
+def env_fernet_keys(name: str, *, debug_secret: str | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated Fernet keys (the first encrypts, all decrypt).
+
+    Unset: with ``debug_secret`` (DEBUG=1) one key is derived from it; without
+    (production) it is an error. The message never echoes a key.
+    """
+    from edm.field_keys import GENERATE_HINT, derived_debug_key, key_problem
+
+    keys = env_list(name, [], environ=environ)
+    if not keys:
+        if debug_secret is None:
+            raise ImproperlyConfigured(
+                f"{name} must be set: it encrypts service credentials at rest "
+                f"(it may be omitted only with DEBUG=1); generate a key with {GENERATE_HINT}"
+            )
+        return [derived_debug_key(debug_secret)]
+    for position, key in enumerate(keys, start=1):
+        if problem := key_problem(key):
+            raise ImproperlyConfigured(f"{name}: key {position} of {len(keys)} is {problem}")
+    return keys
+
+
+# A module or class path: identifiers joined by dots.
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def env_backend_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated dotted paths of e-mail backends; ``pkg.mod.*`` allows everything under ``pkg.mod``."""
+    entries = env_list(name, default, environ=environ)
+    for entry in entries:
+        prefix = entry.removesuffix(".*")
+        if not _DOTTED.match(prefix) or (prefix == entry and "." not in entry):
+            raise ImproperlyConfigured(
+                f"{name}: {entry!r} is neither a dotted path (django.core.mail.backends.smtp.EmailBackend) "
+                "nor a package followed by .* (anymail.backends.*)"
+            )
+    return entries

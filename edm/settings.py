@@ -11,10 +11,12 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from edm.env import (
+    env_backend_list,
     env_basic_auth_list,
     env_bool,
     env_database,
     env_email,
+    env_fernet_keys,
     env_int,
     env_list,
     env_public_url,
@@ -227,6 +229,18 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 # Staff alert mails (alerts.notify_staff) must never hang the process that sends them.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+
+# --- Service credentials and backends (see README "Security") -----------
+
+# Fernet keys that encrypt EmailService.password and backend_options in the
+# database: the first encrypts, every one decrypts (manage.py rotate_field_keys).
+# Only with DEBUG=1 may it be left unset: a key is then derived from SECRET_KEY.
+EDM_FIELD_KEYS = env_fernet_keys("EDM_FIELD_KEYS", debug_secret=SECRET_KEY if DEBUG else None)
+# The Django e-mail backends a service's backend_path may name; "package.*"
+# allows every backend under that package (django-anymail's ESPs).
+EDM_ALLOWED_BACKENDS = env_backend_list(
+    "EDM_ALLOWED_BACKENDS", ["django.core.mail.backends.smtp.EmailBackend", "anymail.backends.*"]
+)
 
 # --- ESP tracking webhooks (django-anymail; see README "ESP webhooks") ----
 

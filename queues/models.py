@@ -8,7 +8,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from deliverability.bounces import Bounce
+from edm.encrypted_fields import EncryptedJSONField, EncryptedTextField
 from edm.ids import uuid7
+from queues.backend_allowlist import validate_backend_path
 
 
 class EmailService(models.Model):
@@ -35,17 +37,18 @@ class EmailService(models.Model):
     host = models.CharField(max_length=255, blank=True)
     port = models.PositiveIntegerField(default=587)
     username = models.CharField(max_length=255, blank=True)
-    # Write-only: never shown by the API, the admin list or the logs.
-    password = models.CharField(max_length=255, blank=True)
+    # Write-only: never shown by the API, the admin list or the logs; encrypted at rest (edm.field_keys).
+    password = EncryptedTextField(blank=True, plaintext_max_length=255)
     security = models.CharField(max_length=10, choices=Security.choices, default=Security.STARTTLS)
     timeout = models.FloatField(default=10.0, help_text="SMTP socket timeout in seconds.")
     backend_path = models.CharField(
         max_length=255,
         blank=True,
         help_text="Dotted path of a Django e-mail backend, e.g. anymail.backends.mailgun.EmailBackend.",
+        validators=[validate_backend_path],
     )
-    # Keyword arguments for the backend (API keys...): as secret as the password.
-    backend_options = models.JSONField(default=dict, blank=True)
+    # Keyword arguments for the backend (API keys...): as secret as the password, encrypted the same way.
+    backend_options = EncryptedJSONField(default=dict, blank=True)
     from_email = models.EmailField(max_length=254)
 
     is_enabled = models.BooleanField(default=True)

@@ -1,12 +1,15 @@
 """Settings for the test suite: edm.settings plus what only tests want."""
 
+import base64
 import os
 
 # Tests never need a real secret; production refuses to start without one.
 os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+# Likewise a Fernet key for credentials at rest (32 bytes, url-safe base64), known to be a test key.
+os.environ.setdefault("EDM_FIELD_KEYS", base64.urlsafe_b64encode(b"tests-only-field-key-not-secret!").decode())
 
 from edm.settings import *  # noqa: F403
-from edm.settings import BASE_DIR, DATABASES
+from edm.settings import BASE_DIR, DATABASES, EDM_ALLOWED_BACKENDS
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
@@ -21,3 +24,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # The schema-driven API test calls the WSGI application as "localhost".
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+# Tests send through Django's in-memory backend as well; production's default list does not allow it.
+EDM_ALLOWED_BACKENDS = [*EDM_ALLOWED_BACKENDS, "django.core.mail.backends.locmem.EmailBackend"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -296,3 +297,43 @@ def test_recipients_waiting_in_the_older_forms_move_to_parts_and_back():
         ("a@example.org", "a@example.org"),
         ("b@example.org", "b@example.org"),
     ]
+
+
+BEFORE_ENCRYPTION = [("queues", "0019_recipient_parts")]
+
+
+def raw_credentials(name: str) -> tuple[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT password, backend_options FROM email_services WHERE name = %s", [name])
+        password, options = cursor.fetchone()
+    return password, options if isinstance(options, str) else json.dumps(options)
+
+
+def test_existing_plaintext_credentials_are_encrypted_and_decrypted_back(settings):
+    from cryptography.fernet import Fernet
+
+    apps = migrate(BEFORE_ENCRYPTION)
+    Service = apps.get_model("queues", "EmailService")
+    common = {"host": "smtp.example.com", "from_email": "news@example.com"}
+    Service.objects.create(name="esp", password="plain-Secret-1", backend_options={"api_key": "plain-Key-2"}, **common)
+    Service.objects.create(name="open", password="", **common)
+    plain = {name: raw_credentials(name) for name in ("esp", "open")}
+    assert "plain-Secret-1" in plain["esp"][0] and "plain-Key-2" in plain["esp"][1]
+
+    migrate(latest())
+    password, options = raw_credentials("esp")
+    assert "plain-Secret-1" not in password and "plain-Key-2" not in options
+    (key,) = settings.EDM_FIELD_KEYS
+    assert Fernet(key).decrypt(password.encode()) == b"plain-Secret-1"
+    assert json.loads(Fernet(key).decrypt(json.loads(options).encode())) == {"api_key": "plain-Key-2"}
+    assert raw_credentials("open")[0] == ""
+    from queues.models import EmailService
+
+    esp = EmailService.objects.get(name="esp")
+    assert (esp.password, esp.backend_options) == ("plain-Secret-1", {"api_key": "plain-Key-2"})
+    assert EmailService.objects.get(name="open").backend_options == {}
+
+    migrate(BEFORE_ENCRYPTION)  # back: the plaintext as it was
+    assert {name: raw_credentials(name) for name in ("esp", "open")} == plain
+    migrate(latest())
+    assert EmailService.objects.get(name="esp").password == "plain-Secret-1"

@@ -9,20 +9,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from edm.env import (
     env_bool,
     env_database,
     env_email,
+    env_fernet_keys,
     env_int,
     env_list,
     env_public_url,
     env_redis_url,
     env_timezone,
 )
+from edm.field_keys import derived_debug_key
 
 ROOT = Path(__file__).resolve().parent.parent
+NEW_KEY = Fernet.generate_key().decode()
+OLD_KEY = Fernet.generate_key().decode()
 
 PRINT_SETTINGS = """
 import json
@@ -36,12 +41,22 @@ print(json.dumps({
     "broker": settings.CELERY_BROKER_URL, "debug": settings.DEBUG, "tz": settings.TIME_ZONE,
     "hosts": settings.ALLOWED_HOSTS,
     "public_url": settings.EDM_PUBLIC_URL, "unsubscribe_mailto": settings.EDM_UNSUBSCRIBE_MAILTO,
+    "field_keys": settings.EDM_FIELD_KEYS, "allowed_backends": settings.EDM_ALLOWED_BACKENDS,
 }))
 """
 
 
 def load_settings(**env: str) -> subprocess.CompletedProcess:
-    ignored = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "EDM_PUBLIC_URL", "EDM_UNSUBSCRIBE_MAILTO"}
+    ignored = {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SECRET_KEY",
+        "DEBUG",
+        "EDM_PUBLIC_URL",
+        "EDM_UNSUBSCRIBE_MAILTO",
+        "EDM_FIELD_KEYS",
+        "EDM_ALLOWED_BACKENDS",
+    }
     clean = {k: v for k, v in os.environ.items() if k not in ignored}
     clean.update(env, DJANGO_SETTINGS_MODULE="edm.settings")
     return subprocess.run(
@@ -59,6 +74,9 @@ def test_defaults_are_sqlite_under_var_local_cache_and_eager_celery():
     assert loaded["cache"] == "django.core.cache.backends.locmem.LocMemCache"
     assert (loaded["eager"], loaded["broker"], loaded["tz"]) == (True, None, "UTC")
     assert (loaded["public_url"], loaded["unsubscribe_mailto"]) == ("http://127.0.0.1:8000", None)
+    # Only with DEBUG=1: one key derived from SECRET_KEY (here the debug default).
+    assert loaded["field_keys"] == [derived_debug_key("insecure-debug-only-key-never-use-in-production")]
+    assert loaded["allowed_backends"] == ["django.core.mail.backends.smtp.EmailBackend", "anymail.backends.*"]
 
 
 def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
@@ -70,6 +88,8 @@ def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
         TIME_ZONE="Asia/Shanghai",
         EDM_PUBLIC_URL="https://mail.example.com/edm/",
         EDM_UNSUBSCRIBE_MAILTO="unsubscribe@example.com",
+        EDM_FIELD_KEYS=f" {NEW_KEY}, {OLD_KEY} ",
+        EDM_ALLOWED_BACKENDS="anymail.backends.mailgun.EmailBackend,django.core.mail.backends.smtp.EmailBackend",
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
@@ -84,12 +104,37 @@ def test_postgres_url_gets_the_plans_pool_and_redis_url_the_cache_and_broker():
         "https://mail.example.com/edm",
         "unsubscribe@example.com",
     )
+    assert loaded["field_keys"] == [NEW_KEY, OLD_KEY]
+    assert loaded["allowed_backends"] == [
+        "anymail.backends.mailgun.EmailBackend",
+        "django.core.mail.backends.smtp.EmailBackend",
+    ]
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         pytest.param({}, "SECRET_KEY must be set", id="no-secret-key"),
+        pytest.param(
+            {"SECRET_KEY": "x" * 50},
+            "EDM_FIELD_KEYS must be set: it encrypts service credentials at rest (it may be omitted only with DEBUG=1)",
+            id="no-field-keys",
+        ),
+        pytest.param(
+            {"SECRET_KEY": "x" * 50, "EDM_FIELD_KEYS": f"{NEW_KEY},hunter2"},
+            "EDM_FIELD_KEYS: key 2 of 2 is not a Fernet key (32 url-safe base64-encoded bytes)",
+            id="bad-field-key",
+        ),
+        pytest.param(
+            {"DEBUG": "1", "EDM_ALLOWED_BACKENDS": "anymail.backends.*,*"},
+            "EDM_ALLOWED_BACKENDS: '*' is neither a dotted path",
+            id="allow-everything",
+        ),
+        pytest.param(
+            {"DEBUG": "1", "EDM_ALLOWED_BACKENDS": "EmailBackend"},
+            "EDM_ALLOWED_BACKENDS: 'EmailBackend' is neither a dotted path",
+            id="backend-without-module",
+        ),
         pytest.param({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean", id="bad-bool"),
         pytest.param({"DEBUG": "1", "TIME_ZONE": "Mars/Base"}, "not a known time zone", id="bad-tz"),
         pytest.param(
@@ -164,3 +209,16 @@ def test_public_url_and_mailbox_readers():
     for bad in ("jörg@example.com", "a@b.example?subject=x"):
         with pytest.raises(ImproperlyConfigured, match="M="):
             env_email("M", environ={"M": bad})
+
+
+def test_the_documented_key_command_makes_a_key_the_settings_accept():
+    readme = (ROOT / "README.md").read_text()
+    command = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+    assert command in readme
+    made = subprocess.run(
+        [sys.executable, "-c", "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert env_fernet_keys("K", debug_secret=None, environ={"K": f"{made},{NEW_KEY}"}) == [made, NEW_KEY]

@@ -3,7 +3,8 @@
 Every error response is JSON with a ``detail`` message; validation errors also
 carry ``errors``: {field: [messages]}. Domain errors raised by the service
 functions map onto 400 (invalid input), 404 (unknown object) or 409 (the
-object's state does not allow the action).
+object's state does not allow the action); stored credentials that the
+configured keys cannot decrypt onto 503.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.registry import ConfigValidationError
 from contacts.exceptions import ContactNotFound, ContactsError, TagNotFound
+from edm.field_keys import FieldKeyError
 from queues.services import TaskStateError, TaskValidationError
 from queues.templates import TemplateError
 
@@ -51,6 +53,12 @@ def _domain_error(exc: Exception) -> exceptions.APIException | None:
     if isinstance(exc, DjangoValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return exceptions.ValidationError(errors)
+    if isinstance(exc, FieldKeyError):
+        # The server's keys, not the request, are wrong: a clear 503, never a bare 500.
+        logger.error("stored credentials cannot be decrypted", extra={"error": str(exc)})
+        unavailable = exceptions.APIException(str(exc))
+        unavailable.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return unavailable
     if isinstance(exc, RequestDataTooBig):
         too_big = exceptions.APIException("request body too large")
         too_big.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE

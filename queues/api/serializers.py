@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -17,7 +16,6 @@ from queues.services import MAX_BODY, MAX_SUBJECT, task_progress
 
 SMALLINT = (-32768, 32767)
 INT = (0, 2**31 - 1)
-DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 # Written by the scheduler as it sends; a client's copy would overwrite newer values.
 SERVICE_COUNTERS = [
     "used_quota",
@@ -102,11 +100,6 @@ class EmailServiceSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_has_password(self, service: EmailService) -> bool:
         return bool(service.password)
-
-    def validate_backend_path(self, value: str) -> str:
-        if value and not DOTTED_PATH.match(value):
-            raise serializers.ValidationError("must be a dotted path, e.g. anymail.backends.mailgun.EmailBackend")
-        return value
 
     def validate_backend_options(self, value: dict) -> dict:
         if problem := json_problem(value):

@@ -36,6 +36,8 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.module_loading import import_string
 
 from deliverability.bounces import Bounce, bounce_class
+from edm.field_keys import FieldKeyError
+from queues.backend_allowlist import backend_refusal
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail
 from queues.scheduler.slots import SlotStart, StartMissed
@@ -85,9 +87,16 @@ class ServiceConfig:
     from_email: str
     version: str
     max_connections: int = 20
+    # Why this service cannot send at all (its stored credentials cannot be decrypted); empty when it can.
+    problem: str = ""
 
     @classmethod
     def from_service(cls, service: EmailService) -> ServiceConfig:
+        """The service's settings; a service whose secrets the keys cannot decrypt gets a ``problem`` instead."""
+        try:
+            password, options, problem = service.password, dict(service.backend_options or {}), ""
+        except FieldKeyError as exc:
+            password, options, problem = "", {}, f"the service's credentials are unusable: {exc}"
         return cls(
             id=service.pk,
             name=service.name,
@@ -95,14 +104,15 @@ class ServiceConfig:
             host=service.host,
             port=service.port,
             username=service.username,
-            password=service.password,
+            password=password,
             security=service.security,
             timeout=service.timeout,
             backend_path=service.backend_path,
-            backend_options=dict(service.backend_options or {}),
+            backend_options=options,
             from_email=service.from_email,
             version=service.updated_at.isoformat() if service.updated_at else "",
             max_connections=max(1, service.max_connections),
+            problem=problem,
         )
 
     def __repr__(self) -> str:  # never print the password
@@ -194,6 +204,8 @@ class SmtpTransport:
         if self._smtp is not None:
             return
         c = self.config
+        if c.problem:
+            raise _StageError(Delivery(TRANSIENT, None, c.problem, service_fault=True))
         try:
             if c.security == EmailService.Security.SSL:
                 smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=self._timeout(), context=ssl.create_default_context())
@@ -387,6 +399,10 @@ class BackendTransport:
 
     def call(self, backend, mail: RenderedMail) -> tuple[Delivery, object | None]:
         """One send through ``backend`` (opened first if None); returns the backend still usable, or None."""
+        if refusal := self.config.problem or backend_refusal(self.config.backend_path):
+            # Checked before anything is imported: the path names code to run. The service is at
+            # fault (it backs off and raises an alert); the mail may still go through another one.
+            return Delivery(TRANSIENT, None, refusal, service_fault=True), None
         try:
             if backend is None:
                 backend = get_connection(self.config.backend_path, fail_silently=False, **self._options())

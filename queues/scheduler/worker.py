@@ -558,7 +558,9 @@ class SchedulerWorker:
             if sid not in self._services or self._services[sid].version != ready.version.isoformat()
         ]
         if stale:
-            for service in EmailService.objects.filter(pk__in=stale):
+            # The secrets are read one service at a time (on first use), so one whose keys are
+            # gone fails its own sends with the reason instead of stopping every claim.
+            for service in EmailService.objects.filter(pk__in=stale).defer("password", "backend_options"):
                 self._services[service.pk] = ServiceConfig.from_service(service)
         return {sid: self._services[sid] for sid in claim.services if sid in self._services}
 

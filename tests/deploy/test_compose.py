@@ -32,7 +32,12 @@ DATASOURCE_FILE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometh
 PROVIDER_FILE = DOCKER / "grafana" / "provisioning" / "dashboards" / "edm.yml"
 
 # What an operator puts in docker/.env; nothing else is needed to start the stack.
-ENV = {"SECRET_KEY": "s3cret-for-tests", "POSTGRES_PASSWORD": "pgpass", "GRAFANA_ADMIN_PASSWORD": "grafpass"}
+ENV = {
+    "SECRET_KEY": "s3cret-for-tests",
+    "EDM_FIELD_KEYS": "dGVzdHMtb25seS1jb21wb3NlLWZpZWxkLWtleS0wMDA=",
+    "POSTGRES_PASSWORD": "pgpass",
+    "GRAFANA_ADMIN_PASSWORD": "grafpass",
+}
 APP_SERVICES = {"migrate", "web", "scheduler", "celery-worker", "celery-beat"}
 LONG_RUNNING = APP_SERVICES - {"migrate"}
 SERVICES = APP_SERVICES | {"postgres", "redis", "prometheus", "grafana"}
@@ -182,7 +187,7 @@ def test_secrets_are_required_and_never_written_down(variable):
     assert ENV[variable] not in text
     for name, spec in RAW["services"].items():
         for key, value in (spec.get("environment") or {}).items():
-            if re.search(r"SECRET|PASSWORD", key):
+            if re.search(r"SECRET|PASSWORD|_KEYS$", key):
                 assert re.fullmatch(r"\$\{\w+(:\?[^}]*|:-)?\}", str(value)), (name, key, value)
 
 
@@ -203,6 +208,8 @@ def test_app_environment_points_at_the_stack():
         host, port, _ = url_parts(env["REDIS_URL"].replace("redis://", "http://"))
         assert (host, port) == ("redis", 6379), name
         assert env["SECRET_KEY"] == ENV["SECRET_KEY"], name
+        assert env["EDM_FIELD_KEYS"] == ENV["EDM_FIELD_KEYS"], name
+        assert env["EDM_ALLOWED_BACKENDS"] == "django.core.mail.backends.smtp.EmailBackend,anymail.backends.*", name
         assert env["LOG_FORMAT"] == "json", name
         assert env["DEBUG"] == "0", name
         hosts = env["ALLOWED_HOSTS"].split(",")

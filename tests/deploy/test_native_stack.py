@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 from rest_framework.authtoken.models import Token
 
 from monitoring.models import QueueSample
@@ -50,6 +51,8 @@ def operator_env(smtp_port: int) -> dict[str, str]:
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "EMAIL_HOST": "127.0.0.1",
         "EMAIL_PORT": str(smtp_port),
+        # The stack decrypts the credentials of the services this process creates: the same keys.
+        "EDM_FIELD_KEYS": ",".join(settings.EDM_FIELD_KEYS),
     }
     for name in required_variables(COMPOSE_FILE.read_text()):
         env.setdefault(name, secrets.token_urlsafe(32))

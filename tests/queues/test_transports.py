@@ -137,10 +137,25 @@ def test_a_django_backend_service_sends_through_the_backend(settings):
 
 
 def test_a_backend_that_raises_is_a_transient_service_fault():
-    transport = open_transport(config(0, transport="backend", backend_path="no.such.Backend"))
+    # Allowed (anymail.backends.*) but not importable.
+    transport = open_transport(config(0, transport="backend", backend_path="anymail.backends.no_such_esp.EmailBackend"))
     delivery = transport.send(mail())
     assert (delivery.outcome, delivery.service_fault) == (TRANSIENT, True)
-    assert "no.such" in delivery.reply or "No module" in delivery.reply
+    assert delivery.reply == "ModuleNotFoundError: No module named 'anymail.backends.no_such_esp'"
+
+
+def test_a_backend_not_allowed_is_refused_before_it_is_imported(settings):
+    settings.EDM_ALLOWED_BACKENDS = ["anymail.backends.*"]
+    transport = open_transport(
+        config(0, transport="backend", backend_path="django.core.mail.backends.locmem.EmailBackend")
+    )
+    delivery = transport.send(mail())
+    assert (delivery.outcome, delivery.code, delivery.service_fault) == (TRANSIENT, None, True)
+    assert delivery.reply == (
+        "the backend django.core.mail.backends.locmem.EmailBackend is not allowed "
+        "(EDM_ALLOWED_BACKENDS: anymail.backends.*)"
+    )
+    assert django_mail.outbox == []
 
 
 def test_the_password_never_shows_in_the_config_repr():
