@@ -1,19 +1,30 @@
-# Two entry points (see README): `make run` and `make test`. Both create the
-# virtualenv from requirements.txt on first use.
+# Two entry points (see README): `make run` and `make test`. `make run` (and
+# `make venv`) creates the virtualenv from requirements.txt, what the server
+# runs; `make test` (and `make dev-venv`) adds requirements-dev.txt, the test
+# suite and the tools. Each file has its own stamp, so either works first in a
+# fresh clone and a changed file is installed again.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed-requirements
+DEV_STAMP := $(VENV)/.installed-requirements-dev
 
-.PHONY: run serve test lint venv
+.PHONY: run serve test lint venv dev-venv
 
 venv: $(STAMP)
 
+dev-venv: $(DEV_STAMP)
+
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) -r requirements.txt
 	touch $(STAMP)
+
+$(DEV_STAMP): requirements-dev.txt $(STAMP)
+	$(PIP) -r requirements-dev.txt
+	touch $(DEV_STAMP)
 
 # The main job on the embedded SQLite default: demo data, a local SMTP sink,
 # the scheduler until the queue is empty, a report.
@@ -56,8 +67,8 @@ $(PROMTOOL):
 test: export CHROMIUM_PATH = $(CHROMIUM)
 test: export LIBFAKETIME_PATH = $(LIBFAKETIME)
 test: export PROMTOOL_PATH = $(PROMTOOL)
-test: $(STAMP) $(CHROMIUM) $(LIBFAKETIME) $(PROMTOOL)
+test: $(DEV_STAMP) $(CHROMIUM) $(LIBFAKETIME) $(PROMTOOL)
 	$(VENV)/bin/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,10 @@
 """Typed readers for settings taken from the environment.
 
-Each reader fails with an ``ImproperlyConfigured`` naming the variable and
-what was wrong with it, so a typo in a deployment stops the process at start
-instead of surfacing as odd behaviour later.
+Each reader fails with an ``EnvError`` naming the variable and what was wrong
+with it, so a typo in a deployment stops the process at start instead of
+surfacing as odd behaviour later. The entry points (manage.py, edm.wsgi,
+edm.asgi, edm.celery, edm.gunicorn_conf) turn it into one line on stderr and
+exit status 1 (``edm.startup``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ import os
 import re
 import urllib.parse
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
+
+
+class EnvError(ImproperlyConfigured):
+    """A variable of the environment is missing or malformed.
+
+    The message is one line that names the variable; it never holds a value
+    that may be secret (URLs with passwords, keys).
+    """
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -35,7 +46,7 @@ def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str]
 def env_required(name: str, *, why: str, environ: Mapping[str, str] | None = None) -> str:
     value = _raw(name, environ)
     if not value:
-        raise ImproperlyConfigured(f"{name} must be set: {why}")
+        raise EnvError(f"{name} must be set: {why}")
     return value
 
 
@@ -48,7 +59,7 @@ def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = No
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)")
+    raise EnvError(f"{name}={value!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)")
 
 
 def env_int(
@@ -56,6 +67,7 @@ def env_int(
     default: int,
     *,
     minimum: int | None = None,
+    maximum: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
     value = _raw(name, environ)
@@ -64,10 +76,22 @@ def env_int(
     try:
         number = int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+        raise EnvError(f"{name}={value!r} is not an integer") from None
     if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}")
+        raise EnvError(f"{name}={number} is below the minimum of {minimum}")
+    if maximum is not None and number > maximum:
+        raise EnvError(f"{name}={number} is above the maximum of {maximum}")
     return number
+
+
+def env_choice(name: str, default: str, choices: Sequence[str], *, environ: Mapping[str, str] | None = None) -> str:
+    """One of ``choices``, compared case-insensitively and returned as spelled there."""
+    value = env_str(name, default, environ=environ)
+    assert value is not None
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise EnvError(f"{name}={value!r} must be one of {', '.join(choices)}")
 
 
 def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -83,7 +107,7 @@ def env_timezone(name: str, default: str, *, environ: Mapping[str, str] | None =
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ImproperlyConfigured(f"{name}={value!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from None
+        raise EnvError(f"{name}={value!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from None
     return value
 
 
@@ -95,24 +119,57 @@ def env_database(name: str, default: str, *, environ: Mapping[str, str] | None =
     except (ValueError, KeyError):
         # The message must not echo the URL: it may carry a password.
         scheme = url.split(":", 1)[0]
-        raise ImproperlyConfigured(
+        raise EnvError(
             f"{name} is not a usable database URL (scheme {scheme!r}); use postgres://user@host:port/name "
             "or sqlite:///path/to/file.sqlite3"
         ) from None
     engine = config.get("ENGINE", "")
     if engine not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
         scheme = url.split(":", 1)[0]
-        raise ImproperlyConfigured(
-            f"{name} must point at PostgreSQL (postgres://…) or SQLite (sqlite:///…), not a {scheme!r} URL"
-        )
+        raise EnvError(f"{name} must point at PostgreSQL (postgres://…) or SQLite (sqlite:///…), not a {scheme!r} URL")
+    if not config.get("NAME"):
+        raise EnvError(f"{name} names no database (postgres://user@host:port/name)")
     return config
 
 
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0] if "://" in url else ""
+
+
 def env_redis_url(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """A Redis URL; the messages name its scheme only, as the URL may carry a password."""
     url = env_str(name, None, environ=environ)
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ImproperlyConfigured(f"{name}={url!r} is not a Redis URL (redis://host:port/db)")
+    if url is None:
+        return None
+    scheme = _scheme(url)
+    if scheme not in {"redis", "rediss", "unix"}:
+        raise EnvError(f"{name} is not a Redis URL (scheme {scheme!r}); use redis://host:6379/0")
+    if scheme != "unix":
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError on a port that is not a number in range
+        except ValueError:
+            raise EnvError(f"{name} is not a usable Redis URL: its host or port does not parse") from None
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise EnvError(f"{name} is not a usable Redis URL: the database after the last / must be a number")
     return url
+
+
+def env_broker_url(name: str, default: str | None, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """A Celery broker URL (several separated by ;), checked against the transports kombu knows."""
+    value = env_str(name, default, environ=environ)
+    if value is None:
+        return None
+    from kombu.transport import TRANSPORT_ALIASES
+
+    for url in value.split(";"):
+        scheme = _scheme(url.strip())
+        if scheme.partition("+")[0] not in TRANSPORT_ALIASES:
+            raise EnvError(
+                f"{name} is not a Celery broker URL (scheme {scheme!r}); use e.g. redis://host:6379/0 or amqp://host//"
+            )
+    return value
 
 
 def env_basic_auth_list(name: str, *, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -122,7 +179,7 @@ def env_basic_auth_list(name: str, *, environ: Mapping[str, str] | None = None) 
         user, colon, password = pair.partition(":")
         if not (user and colon and password):
             # The message must not echo the value: it is a secret.
-            raise ImproperlyConfigured(f"{name} must be user:password (comma-separated to accept several)")
+            raise EnvError(f"{name} must be user:password (comma-separated to accept several)")
     return pairs
 
 
@@ -153,7 +210,7 @@ def env_public_url(name: str, default: str, *, environ: Mapping[str, str] | None
         elif len(value) > MAX_PUBLIC_URL:
             problem = f"it is longer than {MAX_PUBLIC_URL} characters"
     if problem:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a usable public base URL: {problem}")
+        raise EnvError(f"{name}={value!r} is not a usable public base URL: {problem}")
     return value.rstrip("/")
 
 
@@ -165,9 +222,9 @@ def env_email(name: str, *, environ: Mapping[str, str] | None = None) -> str | N
     try:
         validate_email(value)
     except ValidationError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an e-mail address") from None
+        raise EnvError(f"{name}={value!r} is not an e-mail address") from None
     if not value.isascii() or "?" in value or "%" in value:
-        raise ImproperlyConfigured(f"{name}={value!r} must be a plain ASCII address (it goes into mail headers)")
+        raise EnvError(f"{name}={value!r} must be a plain ASCII address (it goes into mail headers)")
     return value
 
 
@@ -182,14 +239,14 @@ def env_fernet_keys(name: str, *, debug_secret: str | None, environ: Mapping[str
     keys = env_list(name, [], environ=environ)
     if not keys:
         if debug_secret is None:
-            raise ImproperlyConfigured(
+            raise EnvError(
                 f"{name} must be set: it encrypts service credentials at rest "
                 f"(it may be omitted only with DEBUG=1); generate a key with {GENERATE_HINT}"
             )
         return [derived_debug_key(debug_secret)]
     for position, key in enumerate(keys, start=1):
         if problem := key_problem(key):
-            raise ImproperlyConfigured(f"{name}: key {position} of {len(keys)} is {problem}")
+            raise EnvError(f"{name}: key {position} of {len(keys)} is {problem}")
     return keys
 
 
@@ -203,7 +260,7 @@ def env_backend_list(name: str, default: list[str], *, environ: Mapping[str, str
     for entry in entries:
         prefix = entry.removesuffix(".*")
         if not _DOTTED.match(prefix) or (prefix == entry and "." not in entry):
-            raise ImproperlyConfigured(
+            raise EnvError(
                 f"{name}: {entry!r} is neither a dotted path (django.core.mail.backends.smtp.EmailBackend) "
                 "nor a package followed by .* (anymail.backends.*)"
             )

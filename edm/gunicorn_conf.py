@@ -2,7 +2,7 @@
 
 Used as ``gunicorn --config python:edm.gunicorn_conf edm.wsgi:application``
 (docker/Dockerfile, docker/docker-compose.yml). Everything else comes from the
-command line.
+command line. Importing it checks the settings (see below).
 
 Each sync worker is its own process with its own Prometheus registry, so
 without this a scrape of ``/metrics`` shows the requests of whichever worker
@@ -19,8 +19,15 @@ import shutil as _shutil
 import tempfile as _tempfile
 from typing import Any
 
+from edm.startup import load_settings_or_exit as _load_settings_or_exit
+
 # gunicorn reads this module's public names as settings: helpers stay private.
 _created_dir: str | None = None
+
+# The master imports this module before it logs anything or forks a worker.
+# A bad environment ends it here with one line and exit status 1; otherwise
+# every worker would fail to import the application, each with a traceback.
+_load_settings_or_exit()
 
 
 def on_starting(server: Any) -> None:

@@ -1,19 +1,22 @@
 """Settings for the EDM sending queue scheduler, all read from the environment.
 
 See README.md ("Configuration") for every variable. Nothing here talks to a
-database or a broker at import time.
+database or a broker at import time. Every problem with the environment raises
+``edm.env.EnvError`` here, at import, so that each process stops at start with
+one line (``edm.startup``) and not at its first request, task or log line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
 from edm.env import (
+    EnvError,
     env_backend_list,
     env_basic_auth_list,
     env_bool,
+    env_broker_url,
+    env_choice,
     env_database,
     env_email,
     env_fernet_keys,
@@ -101,7 +104,13 @@ _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     if not Path(_db["NAME"]).is_absolute():
         _db["NAME"] = str(BASE_DIR / _db["NAME"])
-    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EnvError(
+            f"DATABASE_URL: cannot create the SQLite file's directory {str(Path(_db['NAME']).parent)!r} "
+            f"({error.strerror})"
+        ) from None
     _db["OPTIONS"] = {
         # IMMEDIATE makes every atomic() block take the write lock up front, so
         # read-then-write sequences (claims, tag edits) serialise instead of
@@ -119,6 +128,13 @@ elif env_bool("DB_POOL", True):
         "timeout": env_int("DB_POOL_TIMEOUT", 30, minimum=1),
         "max_idle": env_int("DB_POOL_MAX_IDLE", 10, minimum=1),
     }
+    _pool = _db["OPTIONS"]["pool"]
+    if _pool["min_size"] > _pool["max_size"]:
+        # psycopg_pool would refuse it only at the first query.
+        raise EnvError(
+            f"DB_POOL_MIN_SIZE={_pool['min_size']} is above DB_POOL_MAX_SIZE={_pool['max_size']} "
+            "(the pool keeps min_size connections open and never opens more than max_size)"
+        )
     _db["CONN_MAX_AGE"] = 0  # Django refuses persistent connections together with a pool.
     # With a pool this makes Django check each connection as it leaves the
     # pool: after a database restart the pool's old connections are dead, and
@@ -138,7 +154,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "edm"}}
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = env_broker_url("CELERY_BROKER_URL", REDIS_URL)
 # Without a broker every .delay() runs in the calling process, so a single
 # machine with no Redis still works end to end.
 CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
@@ -209,7 +225,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # A request body above this size is refused (Django answers 400 before any view runs).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=0)
 
 # --- Mail -----------------------------------------------------------------
 
@@ -223,7 +239,7 @@ EDM_UNSUBSCRIBE_MAILTO = env_email("EDM_UNSUBSCRIBE_MAILTO")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "edm@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
-EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
@@ -268,10 +284,9 @@ SILENCED_SYSTEM_CHECKS = [
     "models.E034",
 ]
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOG_FORMAT = env_str("LOG_FORMAT", "text")
-if LOG_FORMAT not in {"text", "json"}:
-    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be text or json")
+# Checked here: logging's own check comes only at django.setup(), as a traceback.
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
