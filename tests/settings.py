@@ -1,12 +1,23 @@
 """Settings for the test suite: edm.settings plus what only tests want."""
 
 import os
+import uuid
 
 # Tests never need a real secret; production refuses to start without one.
 os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+# Scrapes in tests authenticate as Prometheus does (tests/metrics_auth.py); set
+# in the environment so the schedulers and gunicorn started by tests have it too.
+os.environ.setdefault("EDM_METRICS_TOKEN", "tests-metrics-token")
+# Tests and the servers they start speak plain http, without the proxy that
+# production has in front: no redirect to https, cookies sent over http.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
+# Throttle counters of one run (and its subprocesses) apart from other runs sharing the Redis database.
+os.environ.setdefault("EDM_TEST_CACHE_PREFIX", f"edm-test-{uuid.uuid4().hex[:12]}")
 
 from edm.settings import *  # noqa: F403
-from edm.settings import BASE_DIR, DATABASES
+from edm.settings import BASE_DIR, CACHES, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
@@ -21,3 +32,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # The schema-driven API test calls the WSGI application as "localhost".
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+CACHES["default"]["KEY_PREFIX"] = os.environ["EDM_TEST_CACHE_PREFIX"]
