@@ -14,7 +14,7 @@ from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
 from edm.env import env_rate
-from tests.web import gunicorn
+from tests.web import free_port, gunicorn
 
 TOKEN_URL = "/api/auth/token/"
 PASSWORD = "s3cret-pass"
@@ -32,6 +32,12 @@ def client_at(address: str) -> APIClient:
 
 def login(api: APIClient, username: str, password: str):
     return api.post(TOKEN_URL, {"username": username, "password": password}, format="json")
+
+
+@pytest.fixture
+def unreachable_redis() -> str:
+    """A Redis URL on a local port nothing listens on (connections are refused at once)."""
+    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.fixture
@@ -165,3 +171,14 @@ def test_failed_logins_are_counted_across_processes_through_redis(integrator, tm
         assert refused.status_code == 429
         assert int(refused.headers["Retry-After"]) >= 1
         assert login(client_at("127.0.0.1"), integrator.username, PASSWORD).status_code == 429
+
+
+def test_an_unreachable_cache_lets_requests_through(integrator, unreachable_redis):
+    """A Redis outage must not take the API down: no 500, logins and API calls are served unthrottled."""
+    down = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": unreachable_redis}}
+    with override_settings(CACHES=down):
+        api = client_at("203.0.113.60")
+        assert [login(api, integrator.username, "wrong").status_code for _ in range(12)] == [400] * 12
+        token = login(api, integrator.username, PASSWORD)
+        assert token.status_code == 200
+        assert api.get("/api/tasks/", HTTP_AUTHORIZATION=f"Token {token.json()['token']}").status_code == 200
