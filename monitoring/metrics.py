@@ -182,6 +182,8 @@ def start_scheduler_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  #
         threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
         _server_port = port
     logger.info("scheduler metrics served", extra={"port": port, "authenticated": credentials.configured})
+    if not credentials.configured and not credentials.open_without_credentials:
+        logger.warning("scheduler metrics refuse every scrape: set EDM_METRICS_TOKEN", extra={"port": port})
 
 
 class _QuietHandler(WSGIRequestHandler):
