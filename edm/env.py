@@ -265,3 +265,31 @@ def env_backend_list(name: str, default: list[str], *, environ: Mapping[str, str
                 "nor a package followed by .* (anymail.backends.*)"
             )
     return entries
+
+
+# DRF's rate syntax: requests per period; DRF reads only the period's first letter.
+_RATE = re.compile(r"^[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+_RATE_OFF = {"off", "none"}
+
+
+def env_rate(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """A throttle rate such as ``10/min`` (``n/s``, ``n/min``, ``n/hour``, ``n/day``), or None for ``off``."""
+    value = env_str(name, default, environ=environ)
+    assert value is not None
+    if value.lower() in _RATE_OFF:
+        return None
+    if not _RATE.match(value) or int(value.split("/")[0]) < 1:
+        raise EnvError(f"{name}={value!r} is not a rate (use e.g. 10/min, 100/hour, 5/s; off disables)")
+    return value
+
+
+def env_proxy_ssl_header(
+    name: str, default: str | None, *, environ: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
+    """The request header (``HTTP_X_FORWARDED_PROTO``) a TLS-terminating proxy sets to ``https``; ``off``: none."""
+    value = env_str(name, default, environ=environ)
+    if value is None or value.lower() in _RATE_OFF | {"0", "false", "no"}:
+        return None
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", value):
+        raise EnvError(f"{name}={value!r} is not a request header as Django names it (e.g. HTTP_X_FORWARDED_PROTO)")
+    return (value, "https")

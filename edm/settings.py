@@ -22,7 +22,9 @@ from edm.env import (
     env_fernet_keys,
     env_int,
     env_list,
+    env_proxy_ssl_header,
     env_public_url,
+    env_rate,
     env_redis_url,
     env_required,
     env_str,
@@ -40,6 +42,31 @@ else:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS behind a TLS-terminating proxy (README "Deployment behind a TLS-terminating proxy") ---
+
+# Production defaults are the safe ones; with DEBUG (plain http on a laptop) they are off.
+# The proxy must set this header itself, overwriting what a client sent: Django
+# takes a request carrying X-Forwarded-Proto: https for a secure one.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("EDM_PROXY_SSL_HEADER", None if DEBUG else "HTTP_X_FORWARDED_PROTO")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Reached over plain http inside the compose network: the containers' health
+# checks and Prometheus. A redirect to https would fail them (no TLS there).
+SECURE_REDIRECT_EXEMPT = [r"^api/monitoring/system-health$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+
+# --- Prometheus metrics credentials (monitoring/metrics_auth.py) ----------
+
+# A bearer token and/or basic auth; without either the metrics are open only with DEBUG.
+EDM_METRICS_TOKEN = env_str("EDM_METRICS_TOKEN")
+EDM_METRICS_USER = env_str("EDM_METRICS_USER")
+EDM_METRICS_PASSWORD = env_str("EDM_METRICS_PASSWORD")
+if bool(EDM_METRICS_USER) != bool(EDM_METRICS_PASSWORD):
+    raise EnvError("EDM_METRICS_USER and EDM_METRICS_PASSWORD must be set together (basic auth)")
 
 INSTALLED_APPS = [
     "edm.apps.EdmAdminConfig",
@@ -208,6 +235,20 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # Counted in the default cache: Redis (shared by every process) when REDIS_URL is set.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "edm.api.throttles.AnonRateThrottle",
+        "edm.api.throttles.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_rate("EDM_THROTTLE_ANON", "600/min"),
+        "user": env_rate("EDM_THROTTLE_USER", "6000/min"),
+        # Failed logins per client address and username at /api/auth/token/ (edm.api.throttles).
+        "login": env_rate("EDM_THROTTLE_LOGIN", "10/min"),
+    },
+    # Proxies in front of gunicorn that append to X-Forwarded-For: the client is
+    # the address that many hops back. 0 trusts no header (a client could forge it).
+    "NUM_PROXIES": env_int("EDM_NUM_PROXIES", 0, minimum=0),
 }
 
 SPECTACULAR_SETTINGS = {

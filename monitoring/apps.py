@@ -9,6 +9,7 @@ class MonitoringConfig(AppConfig):
     def ready(self) -> None:
         # The queue figures join django-prometheus's /metrics; the collector only
         # reads the database when scraped, never at start-up.
+        from monitoring import checks  # noqa: F401  (registers the deployment checks)
         from monitoring.metrics import register_queue_collector
 
         register_queue_collector()

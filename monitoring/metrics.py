@@ -62,6 +62,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
@@ -72,11 +73,14 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.process_collector import ProcessCollector
+
+from monitoring.metrics_auth import MetricsCredentials, Verdict, protected_wsgi_app, refusal
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +167,30 @@ def count_recovered(counts: Mapping[str, int]) -> None:
 
 
 def start_scheduler_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
-    """Serve SCHEDULER_REGISTRY over HTTP on ``port`` (once per process)."""
+    """Serve SCHEDULER_REGISTRY over HTTP on ``port`` (once per process), behind the metrics credentials.
+
+    prometheus_client's own server has no authentication, so its WSGI app is
+    served here behind the same check as the web's /metrics.
+    """
     global _server_port
     with _server_lock:
         if _server_port is not None:
             return
-        start_http_server(port, addr=addr, registry=SCHEDULER_REGISTRY)
+        credentials = MetricsCredentials.from_settings()
+        app = protected_wsgi_app(make_wsgi_app(SCHEDULER_REGISTRY), credentials)
+        server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
         _server_port = port
-    logger.info("scheduler metrics served", extra={"port": port})
+    logger.info("scheduler metrics served", extra={"port": port, "authenticated": credentials.configured})
+    if not credentials.configured and not credentials.open_without_credentials:
+        logger.warning("scheduler metrics refuse every scrape: set EDM_METRICS_TOKEN", extra={"port": port})
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access-log line on stderr for every scrape."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 class QueueCollector:
@@ -341,7 +361,13 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     Under gunicorn (edm/gunicorn_conf.py) PROMETHEUS_MULTIPROC_DIR is set and each
     worker's figures are in files there; the queue's are read from the database.
     Otherwise (runserver, one process) the default registry holds both.
+    Scrapers authenticate (monitoring/metrics_auth.py).
     """
+    credentials = MetricsCredentials.from_settings()
+    verdict = credentials.check(request.headers.get("Authorization"))
+    if verdict is not Verdict.ALLOW:
+        status, headers, body = refusal(credentials, verdict)
+        return HttpResponse(body, status=status, headers=headers, content_type="text/plain; charset=utf-8")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

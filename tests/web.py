@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from tests.metrics_auth import METRICS_HEADERS
 from tests.processes import child_environment
 from tests.schedulers import ROOT, wait_until
 
@@ -55,8 +56,8 @@ def gunicorn(
     def answers() -> bool:
         assert proc.poll() is None, log_path.read_text()
         try:
-            return requests.get(f"{base_url}/metrics", timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{base_url}/metrics", headers=METRICS_HEADERS, timeout=2).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):  # a worker still importing Django may not answer in 2 s
             return False
 
     try:

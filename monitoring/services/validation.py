@@ -5,7 +5,8 @@ Four checks, in the plan's order, each returning a ``CheckResult``:
 - ``health``: the web process's ``/api/monitoring/system-health`` says healthy;
 - ``end-to-end``: one real mail, queued with ``task_create``, is sent by the
   running schedulers (this code never sends anything itself);
-- ``monitoring``: ``/metrics`` serves the queue's ``edm_`` figures, the
+- ``monitoring``: ``/metrics`` (read with this process's ``EDM_METRICS_*``
+  credentials, as Prometheus reads it) serves the queue's ``edm_`` figures, the
   ``sample_queue`` sweep wrote a recent sample, a scheduler heartbeat is live;
 - ``throughput``: N one-recipient tasks are completed at no less than the
   plan's floor of 5 tasks/s.
@@ -39,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import User
 from config.services import get_config_by_category
+from monitoring.metrics_auth import MetricsCredentials
 from monitoring.models import QueueSample, TaskWaitMetric
 from monitoring.services.health import DEGRADED, HEALTHY, OK, SKIPPED, system_health
 from monitoring.services.system import SystemMonitorService
@@ -96,8 +98,10 @@ class Endpoint:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
-    def get(self, path: str) -> requests.Response:
-        headers = {"Authorization": f"Token {self.token}"} if self.token else {}
+    def get(self, path: str, *, headers: dict[str, str] | None = None) -> requests.Response:
+        """GET with the staff token, or with ``headers`` instead (the metrics credentials)."""
+        if headers is None:
+            headers = {"Authorization": f"Token {self.token}"} if self.token else {}
         return requests.get(self.url(path), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
 
 
@@ -281,10 +285,14 @@ def check_monitoring(endpoint: Endpoint, *, max_sample_age: float, now: dt.datet
 
 def _metrics_part(endpoint: Endpoint) -> tuple[bool, str]:
     try:
-        response = endpoint.get("/metrics")
+        # The deployment's own metrics credentials (EDM_METRICS_TOKEN...), as Prometheus sends them.
+        response = endpoint.get("/metrics", headers=MetricsCredentials.from_settings().client_headers())
     except requests.RequestException as exc:
         return False, f"cannot reach {endpoint.display}/metrics ({type(exc).__name__})"
     if response.status_code != 200:
+        if response.status_code in (401, 403):
+            code = response.status_code
+            return False, f"/metrics refused this command (HTTP {code}): run it with the web's EDM_METRICS_* values"
         return False, f"/metrics answered HTTP {response.status_code}"
     return metrics_verdict(response.text)
 

@@ -15,6 +15,7 @@ import pytest
 
 from config.services import ConfigManagerService
 from queues.services import task_create
+from tests.metrics_auth import METRICS_HEADERS
 from tests.schedulers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,7 +33,8 @@ def free_port() -> int:
 def claims(port: int) -> dict[str, int]:
     """The scheduler's claims so far by result, from its metrics port (empty until it serves them)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=METRICS_HEADERS)
+        with urllib.request.urlopen(request, timeout=5) as response:
             text = response.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return {}

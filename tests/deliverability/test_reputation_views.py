@@ -9,6 +9,7 @@ from deliverability.models import OwnerReputationHour, ServiceReputationHour
 from queues.maintenance import run_sweep
 from tests.api_helpers import client_for
 from tests.deliverability.test_reputation import complaint, hours
+from tests.metrics_auth import METRICS_AUTH
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +98,7 @@ def test_the_dashboard_shows_the_rates_per_service_and_the_owners_past_a_limit(c
 def test_metrics_show_each_services_rates_and_how_many_owners_are_past_a_limit(figures):
     run_sweep("reputation_check", force=True)
 
-    text = Client().get("/metrics").content.decode()
+    text = Client().get("/metrics", **METRICS_AUTH).content.decode()
 
     for line in [
         'edm_reputation_answered{service="relay-bad"} 100.0',

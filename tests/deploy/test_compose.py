@@ -25,6 +25,7 @@ from django.core.management import CommandError, get_commands, load_command_clas
 from django.urls import Resolver404, resolve
 
 from tests.deploy.compose import COMPOSE_FILE, DOCKER, ROOT, MissingVariable, interpolate
+from tests.metrics_auth import METRICS_AUTH
 
 PROMETHEUS_FILE = DOCKER / "prometheus" / "prometheus.yml"
 DASHBOARD_FILE = DOCKER / "grafana" / "dashboards" / "edm.json"
@@ -37,6 +38,7 @@ ENV = {
     "EDM_FIELD_KEYS": "dGVzdHMtb25seS1jb21wb3NlLWZpZWxkLWtleS0wMDA=",
     "POSTGRES_PASSWORD": "pgpass",
     "GRAFANA_ADMIN_PASSWORD": "grafpass",
+    "EDM_METRICS_TOKEN": "metrics-token-for-tests",
 }
 APP_SERVICES = {"migrate", "web", "scheduler", "celery-worker", "celery-beat"}
 LONG_RUNNING = APP_SERVICES - {"migrate"}
@@ -514,7 +516,7 @@ def exported_metric_names(client, email_service) -> set[str]:
     from monitoring import metrics
 
     client.get("/api/monitoring/system-health")  # so the per-view HTTP metrics have a sample
-    response = client.get("/metrics")
+    response = client.get("/metrics", **METRICS_AUTH)
     assert response.status_code == 200
     names = exposition_names(response.content.decode())
 
@@ -572,3 +574,24 @@ def test_the_dashboard_shows_what_operators_need():
     } <= used
     quantiles = [expr for expr in dashboard_exprs() if "edm_first_send_wait_seconds_bucket" in expr]
     assert {re.search(r"histogram_quantile\((0\.\d+)", expr).group(1) for expr in quantiles} == {"0.5", "0.95"}
+
+
+def test_prometheus_sends_the_metrics_token_the_app_services_check():
+    """Every scrape carries the bearer token from the Compose secret made of EDM_METRICS_TOKEN."""
+    assert RAW["secrets"] == {"metrics_token": {"environment": "EDM_METRICS_TOKEN"}}
+    assert SERVICE["prometheus"]["secrets"] == ["metrics_token"]
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    app_jobs = [job for job in config["scrape_configs"] if job["job_name"] != "prometheus"]
+    assert {job["job_name"] for job in app_jobs} == {"edm-web", "edm-scheduler"}
+    for job in app_jobs:
+        assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    for name in APP_SERVICES:
+        assert environment(name)["EDM_METRICS_TOKEN"] == ENV["EDM_METRICS_TOKEN"], name
+
+
+def test_the_scheduler_health_check_sends_the_metrics_token():
+    (_, check) = invocations("scheduler")
+    code = check[-1]
+    assert "http://127.0.0.1:9100/metrics" in code
+    assert "'Authorization': 'Bearer ' + os.environ['EDM_METRICS_TOKEN']" in code
+    compile(code, "healthcheck", "exec")  # one valid line of Python after YAML folded it

@@ -14,12 +14,13 @@ from monitoring import metrics
 from queues.maintenance import run_sweep
 from queues.models import SubTask
 from queues.services import task_create
+from tests.metrics_auth import METRICS_AUTH, METRICS_HEADERS
 from tests.queues.test_recovery import beat, claimed
 from tests.schedulers import wait_until
 
 
 def scrape(client: Client) -> str:
-    response = client.get("/metrics")
+    response = client.get("/metrics", **METRICS_AUTH)
     assert response.status_code == 200
     return response.content.decode()
 
@@ -174,7 +175,8 @@ def test_run_scheduler_metrics_port_serves_the_scheduler_metrics(smtp_sink, emai
     wait_until(lambda: SubTask.objects.filter(status="sent").count() == 3, timeout=60, what="three mails sent")
 
     def served() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=METRICS_HEADERS)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.read().decode()
 
     wait_until(lambda: 'edm_mails_sent_total{service="port-relay"} 3.0' in served(), timeout=10, what="the counter")

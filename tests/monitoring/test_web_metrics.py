@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.metrics_auth import METRICS_HEADERS
 from tests.web import gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +41,7 @@ def test_each_scrape_counts_the_requests_of_every_worker(tmp_path):
         assert len(workers) >= 2, workers
 
         for _ in range(6):  # whichever worker answers the scrape
-            page = requests.get(f"{base_url}/metrics", timeout=30)
+            page = requests.get(f"{base_url}/metrics", headers=METRICS_HEADERS, timeout=30)
             assert page.status_code == 200
             assert [float(n) for n in HEALTH_RESPONSES.findall(page.text)] == [60.0]
             assert "edm_queue_metrics_up 1.0" in page.text.splitlines()
@@ -53,7 +54,7 @@ def test_each_scrape_counts_the_requests_of_every_worker(tmp_path):
 def test_without_a_directory_a_temporary_one_is_used_and_removed(tmp_path):
     log_path = tmp_path / "gunicorn.log"
     with gunicorn(log_path, workers=2) as (base_url, _):
-        assert requests.get(f"{base_url}/metrics", timeout=30).status_code == 200
+        assert requests.get(f"{base_url}/metrics", headers=METRICS_HEADERS, timeout=30).status_code == 200
         (directory,) = re.findall(r"Prometheus multiprocess directory: (\S+)", log_path.read_text())
         assert any(name.endswith(".db") for name in os.listdir(directory))
     assert not os.path.exists(directory)

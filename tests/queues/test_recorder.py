@@ -24,6 +24,7 @@ from queues.scheduler.outcomes import OutcomeRecorder, SendResult
 from queues.scheduler.transports import PERMANENT, SENT, Delivery
 from queues.scheduler.worker import Release, SchedulerWorker
 from queues.services import task_create
+from tests.metrics_auth import METRICS_AUTH
 from tests.processes import skewed_clock
 from tests.schedulers import wait_until
 
@@ -195,7 +196,7 @@ def test_a_worker_whose_recorder_is_stuck_is_stalled_in_health_and_metrics_and_i
         0,
         [proc.worker_id],
     )
-    assert "edm_stalled_schedulers 1.0" in Client().get("/metrics").content.decode().splitlines()
+    assert "edm_stalled_schedulers 1.0" in Client().get("/metrics", **METRICS_AUTH).content.decode().splitlines()
     beat = WorkerHeartbeat.objects.get(worker_id=proc.worker_id)
     assert (beat.stopped_at, beat.in_flight) == (None, 3)
     assert beat.recorder_failing_since is not None
