@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from edm.api.filters import NonEmptyQueryMixin
 from deliverability.reputation import (
     Rates,
     owner_rates,
@@ -25,7 +26,7 @@ from deliverability.reputation import (
 )
 
 
-class ReputationQuerySerializer(serializers.Serializer):
+class ReputationQuerySerializer(NonEmptyQueryMixin, serializers.Serializer):
     window_hours = serializers.IntegerField(
         required=False,
         min_value=1,

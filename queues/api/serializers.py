@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import Tag
+from edm.api.strict_input import StrictInputMixin
 from contacts.services import EMAIL_MAX, json_problem
 from monitoring.models import TaskWaitMetric
 from queues.models import EmailService, SendAttempt, SubTask, Task
@@ -34,14 +35,17 @@ SERVICE_COUNTERS = [
 ]
 
 
-class EmailServiceSerializer(serializers.ModelSerializer):
+class EmailServiceSerializer(StrictInputMixin, serializers.ModelSerializer):
     """A sending account. ``password`` and ``backend_options`` can be written, never read back.
 
     ``is_enabled`` may be set when the service is created; afterwards the
     enable/disable actions change it (enabling also clears a failure back-off).
     An update saves only the fields it was given, so it never overwrites the
-    counters the scheduler is changing at the same moment.
+    counters the scheduler is changing at the same moment. A PUT must give
+    every field but the secrets (kept when left out).
     """
+
+    create_only_fields = ("is_enabled",)
 
     port = serializers.IntegerField(min_value=1, max_value=65535, default=587)
     password = serializers.CharField(
@@ -92,12 +96,6 @@ class EmailServiceSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", *SERVICE_COUNTERS, "created_at", "updated_at"]
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        fields = super().get_fields()
-        if self.instance is not None and not isinstance(self.instance, list):
-            fields["is_enabled"].read_only = True
-        return fields
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_has_password(self, service: EmailService) -> bool:
@@ -186,7 +184,7 @@ class RecipientListField(serializers.ListField):
     child = RecipientField()
 
 
-class TaskCreateSerializer(serializers.Serializer):
+class TaskCreateSerializer(StrictInputMixin, serializers.Serializer):
     """A new task: content, and either ``recipients`` or ``tag`` (one of your tags)."""
 
     name = serializers.CharField(max_length=200)
