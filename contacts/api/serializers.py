@@ -8,12 +8,13 @@ from rest_framework import serializers
 
 from contacts.models import Contact, Tag
 from contacts.services import contact_create, contact_update, tag_create, tag_rename
+from edm.api.fields import EmailStringField
 from edm.api.strict_input import StrictInputMixin
 
 
 class ContactSerializer(StrictInputMixin, serializers.ModelSerializer):
     # Plain strings: contact_create normalises the address before validating it.
-    email = serializers.CharField(max_length=320)
+    email = EmailStringField(max_length=320)
     first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     attributes = serializers.DictField(

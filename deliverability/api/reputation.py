@@ -15,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from edm.api.filters import NonEmptyQueryMixin
 from deliverability.reputation import (
     Rates,
     owner_rates,
@@ -24,6 +23,7 @@ from deliverability.reputation import (
     services_table,
     window_start,
 )
+from edm.api.filters import NonEmptyQueryMixin
 
 
 class ReputationQuerySerializer(NonEmptyQueryMixin, serializers.Serializer):

@@ -9,6 +9,7 @@ from contacts.services import email_errors
 from deliverability.models import Suppression
 from deliverability.suppression_csv import MAX_DETAIL
 from deliverability.suppressions import email_normalise
+from edm.api.fields import EmailStringField
 from edm.api.strict_input import StrictInputMixin
 
 
@@ -27,7 +28,7 @@ class SuppressionSerializer(serializers.ModelSerializer):
 
 class SuppressionCreateSerializer(StrictInputMixin, serializers.Serializer):
     # A plain string: normalised (trimmed, lowercased) before it is validated.
-    email = serializers.CharField(max_length=320)
+    email = EmailStringField(max_length=320)
     reason = serializers.ChoiceField(choices=Suppression.Reason.choices, default=Suppression.Reason.MANUAL)
     detail = serializers.CharField(
         max_length=MAX_DETAIL, required=False, allow_blank=True, default="", help_text="Why, for the record."

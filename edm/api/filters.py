@@ -7,10 +7,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django_filters import rest_framework
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -28,7 +30,9 @@ class UTCDateTimeField(IsoDateTimeField):
             moment = super().to_python(value)
             return moment.astimezone(dt.UTC) if moment is not None else None
         except OverflowError:
-            raise DjangoValidationError("Enter a date/time between the years 1 and 9999 in UTC.", code="invalid") from None
+            raise DjangoValidationError(
+                "Enter a date/time between the years 1 and 9999 in UTC.", code="invalid"
+            ) from None
 
 
 class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
@@ -61,3 +65,16 @@ class NonEmptyQueryMixin:
     def to_internal_value(self, data: Any) -> Any:
         refuse_empty(data, self.fields)  # type: ignore[attr-defined]
         return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class _TrueOrFalseField(forms.TypedChoiceField):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(choices=[("true", "true"), ("false", "false")], coerce=lambda value: value == "true")
+        super().__init__(*args, **kwargs)
+
+
+@extend_schema_field({"type": "boolean"})
+class StrictBooleanFilter(django_filters.Filter):
+    """``true`` or ``false`` as the schema writes them; ``1``, ``yes`` or ``True`` are a 400."""
+
+    field_class = _TrueOrFalseField

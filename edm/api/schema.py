@@ -28,11 +28,13 @@ from drf_spectacular.plumbing import force_instance, is_serializer
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import permissions, serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from edm.api.strict_input import StrictInputMixin
 
-BODY_METHODS = {"POST", "PUT", "PATCH"}
+# Query parameters an empty value is fine for (no ordering: the default one); every other is refused empty.
+MAY_BE_EMPTY = {"ordering"}
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -59,6 +61,10 @@ class AutoSchema(openapi.AutoSchema):
         operation = super().get_operation(*args, **kwargs)
         if operation is None:
             return None
+        for parameter in operation.get("parameters", []):
+            schema = parameter.get("schema", {})
+            if parameter["in"] == "query" and schema.get("type") == "string" and parameter["name"] not in MAY_BE_EMPTY:
+                schema.setdefault("minLength", 1)  # see edm.api.filters.refuse_empty
         responses = operation["responses"]
         for code, description in self._error_responses(operation).items():
             if code not in responses:
@@ -76,8 +82,12 @@ class AutoSchema(openapi.AutoSchema):
             codes["401"] = "No valid credentials: the token (or session) is missing, unknown or expired."
         if forbidden := self._forbidden():
             codes["403"] = forbidden
-        if "{" in self.path or (self.method == "GET" and self._is_list_view() and self._get_paginator()):
-            codes["404"] = "No such object (or not one of yours), or a page past the last one."
+        format_override = any(
+            param["name"] == api_settings.URL_FORMAT_OVERRIDE for param in operation.get("parameters", [])
+        )
+        paginated = self.method == "GET" and self._is_list_view() and self._get_paginator()
+        if "{" in self.path or paginated or format_override:
+            codes["404"] = "No such object (or not one of yours), a page past the last one, or an unknown `format`."
         if has_body:
             codes["413"] = "The request body is larger than the API accepts."
             codes["415"] = "The request body's Content-Type is not one the operation reads."

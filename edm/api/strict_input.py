@@ -57,19 +57,56 @@ class StrictInputMixin:
         return fields
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            writable = {name for name, field in self.fields.items() if not field.read_only}  # type: ignore[attr-defined]
-            refused = {
-                str(key): [_refusal(key, self.fields)]  # type: ignore[attr-defined]
-                for key in data
-                if key not in writable
-            }
-            if refused:
-                raise serializers.ValidationError(refused)
-        return super().to_internal_value(data)  # type: ignore[misc]
+        refused = self._refused(data) if isinstance(data, Mapping) else {}
+        try:
+            value = super().to_internal_value(data)  # type: ignore[misc]
+        except serializers.ValidationError as exc:
+            if not refused or not isinstance(exc.detail, dict):
+                raise
+            raise serializers.ValidationError({**exc.detail, **refused}) from None
+        if refused:
+            raise serializers.ValidationError(refused)
+        return value
+
+    def _refused(self, data: Mapping[str, Any]) -> dict[str, list[str]]:
+        fields: Mapping[str, serializers.Field] = self.fields  # type: ignore[attr-defined]
+        refused = {str(key): [_refusal(key, fields)] for key in data if key not in fields or fields[key].read_only}
+        if hasattr(data, "getlist"):
+            return refused  # a form: every value is a string
+        for name, value in data.items():
+            if name not in refused and (problem := json_type_problem(fields[name], value)):
+                refused[name] = [problem]
+        return refused
 
 
 def _refusal(key: Any, fields: Mapping[str, serializers.Field]) -> str:
     if key in fields:
         return "read-only field: it cannot be set by this request"
     return "unknown field"
+
+
+def json_type_problem(field: serializers.Field, value: Any) -> str:
+    """Why a JSON value is not of the field's type, or "" when it is.
+
+    DRF would turn 587 into "587" for a string field, and "587" or true into
+    numbers for a number field; the schema says which JSON type each field
+    takes, and a value of another type is refused as the schema says.
+    """
+    if value is None:
+        return ""  # allow_null decides
+    if isinstance(field, serializers.ChoiceField):
+        return ""  # the choices decide
+    invalid = str(field.error_messages.get("invalid", "has the wrong type"))
+    if isinstance(field, serializers.CharField):
+        return "" if isinstance(value, str) else invalid
+    if isinstance(field, (serializers.DateTimeField, serializers.UUIDField)):
+        return "" if isinstance(value, str) else "must be a string"
+    if isinstance(field, serializers.BooleanField):
+        return "" if isinstance(value, bool) else invalid
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(field, serializers.IntegerField):
+        whole = is_number and (isinstance(value, int) or value.is_integer())
+        return "" if whole else invalid
+    if isinstance(field, (serializers.FloatField, serializers.DecimalField)):
+        return "" if is_number else invalid
+    return ""

@@ -117,7 +117,9 @@ class QueueStateView(APIView):
         summary="Queue state and queue-depth series",
         parameters=[
             OpenApiParameter(
-                "since", OpenApiTypes.DATETIME, description="Series start (default: 1 h ago; a future moment: no samples)"
+                "since",
+                OpenApiTypes.DATETIME,
+                description="Series start (default: 1 h ago; a future moment: no samples)",
             )
         ],
         responses={200: QueueStateSerializer, 400: OpenApiResponse(description="Invalid parameters")},

@@ -10,8 +10,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import Tag
-from edm.api.strict_input import StrictInputMixin
 from contacts.services import EMAIL_MAX, json_problem
+from edm.api.fields import EmailOrBlankField
+from edm.api.strict_input import StrictInputMixin
 from monitoring.models import TaskWaitMetric
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import MAX_BODY, MAX_SUBJECT, task_progress
@@ -127,6 +128,9 @@ class EmailServiceSerializer(StrictInputMixin, serializers.ModelSerializer):
         return instance
 
 
+RECIPIENT_KEYS = {"email", "first_name", "last_name", "attributes"}
+
+
 class RecipientField(serializers.Field):
     """An address, or {"email", "first_name", "last_name", "attributes"}; queues.services.parse_recipients decides."""
 
@@ -144,6 +148,8 @@ class RecipientField(serializers.Field):
         if len(email.strip()) > EMAIL_MAX:
             self.fail("long")
         if isinstance(data, dict):
+            if unknown := sorted(set(data) - RECIPIENT_KEYS):
+                raise serializers.ValidationError(f"unknown key(s) in a recipient: {', '.join(unknown)}")
             for key in ("first_name", "last_name"):
                 name = data.get(key)
                 if name is not None and (not isinstance(name, str) or len(name) > 100):
@@ -172,6 +178,7 @@ _RECIPIENTS_SCHEMA = {
                     "attributes": {"type": "object", "additionalProperties": True},
                 },
                 "required": ["email"],
+                "additionalProperties": False,
             },
         ]
     },
@@ -196,7 +203,7 @@ class TaskCreateSerializer(StrictInputMixin, serializers.Serializer):
         required=False, allow_blank=True, default="", trim_whitespace=False, max_length=MAX_BODY
     )
     from_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
-    reply_to = serializers.CharField(required=False, allow_blank=True, default="", max_length=EMAIL_MAX)
+    reply_to = EmailOrBlankField(required=False, allow_blank=True, default="", max_length=EMAIL_MAX)
     priority = serializers.IntegerField(required=False, default=0, min_value=SMALLINT[0], max_value=SMALLINT[1])
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     recipients = RecipientListField(
@@ -238,6 +245,7 @@ class TaskProgressSerializer(serializers.Serializer):
 class TaskSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField(help_text="Subtasks by status, and the total.")
     wait = serializers.SerializerMethodField(help_text="Queue entry, first send and the wait between them.")
+    reply_to = EmailOrBlankField(read_only=True)
 
     class Meta:
         model = Task

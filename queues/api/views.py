@@ -145,13 +145,19 @@ class TaskViewSet(
         task = task_create(owner=request.user, **payload.validated_data)
         return Response(self.get_serializer(self._reload(task)).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Stop new sends; sends under way finish", request=None, responses={200: serializers.TaskSerializer, 409: _TASK_STATE})
+    @extend_schema(
+        summary="Stop new sends; sends under way finish",
+        request=None,
+        responses={200: serializers.TaskSerializer, 409: _TASK_STATE},
+    )
     @action(**_TASK_ACTION)
     def pause(self, request: Request, pk: str | None = None) -> Response:
         task = task_pause(task=self.get_object())
         return Response(self.get_serializer(self._reload(task)).data)
 
-    @extend_schema(summary="Continue a paused task", request=None, responses={200: serializers.TaskSerializer, 409: _TASK_STATE})
+    @extend_schema(
+        summary="Continue a paused task", request=None, responses={200: serializers.TaskSerializer, 409: _TASK_STATE}
+    )
     @action(**_TASK_ACTION)
     def resume(self, request: Request, pk: str | None = None) -> Response:
         task = task_resume(task=self.get_object())
