@@ -66,6 +66,8 @@ class SuppressionViewSet(
     """Addresses the scheduler never sends to: checked at every claim, whenever they were added."""
 
     parser_classes = PARSERS
+    # Documented as a 403 of every operation (edm.api.schema).
+    forbidden_reason = "the platform-wide list (scope=platform) is staff only"
     queryset = Suppression.objects.all()
     serializer_class = serializers.SuppressionSerializer
     filterset_class = SuppressionFilter

@@ -8,7 +8,7 @@ what the view is made of instead of a list kept by hand:
 |---|---|
 | 400 | the operation reads a body or query parameters |
 | 401 | the view authenticates the caller (a bad or missing token) |
-| 403 | staff-only views; writes, when a browser session sends them without a CSRF token |
+| 403 | staff-only views, a view's ``forbidden_reason``; writes from a browser session without a CSRF token |
 | 404 | the path names an object, or the list is paginated (a page past the end) |
 | 409 | declared by the view (``conflict(...)``): the object's state refuses the action |
 | 413, 415 | the operation reads a body (too large; a media type it does not take) |
@@ -101,7 +101,7 @@ class AutoSchema(openapi.AutoSchema):
         return bool(self.view.get_authenticators()) and not skips
 
     def _forbidden(self) -> str:
-        reasons = []
+        reasons = [reason] if (reason := getattr(self.view, "forbidden_reason", "")) else []
         if any(isinstance(perm, permissions.IsAdminUser) for perm in self.view.get_permissions()):
             reasons.append("staff only")
         session = any(isinstance(auth, SessionAuthentication) for auth in self.view.get_authenticators())
