@@ -18,6 +18,8 @@ class PageNumberPagination(pagination.PageNumberPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
+        if raw == "":
+            raise exceptions.ValidationError({self.page_size_query_param: [EMPTY]})
         size = int(raw) if raw.isascii() and raw.isdigit() else 0
         if not 1 <= size <= self.max_page_size:
             message = f"a whole number from 1 to {self.max_page_size}"

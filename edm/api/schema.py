@@ -67,8 +67,11 @@ class AutoSchema(openapi.AutoSchema):
                 schema.setdefault("minLength", 1)  # see edm.api.filters.refuse_empty
         responses = operation["responses"]
         for code, description in self._error_responses(operation).items():
-            if code not in responses:
-                responses[code] = self._get_response_for_code(OpenApiResponse(ErrorSerializer, description), code)
+            responses.setdefault(code, {"description": description})
+        for code, response in responses.items():
+            if code.startswith("4") and "content" not in response:  # a view's error without a body schema
+                error = OpenApiResponse(ErrorSerializer, response.get("description") or "Error.")
+                responses[code] = self._get_response_for_code(error, code)
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
