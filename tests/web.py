@@ -56,7 +56,7 @@ def gunicorn(
         assert proc.poll() is None, log_path.read_text()
         try:
             return requests.get(f"{base_url}/metrics", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to start on a busy machine
             return False
 
     try:
