@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from config.models import ConfigChange
+from edm.api.strict_input import StrictInputMixin
 
 
 class SettingSerializer(serializers.Serializer):
@@ -21,7 +22,7 @@ class SettingSerializer(serializers.Serializer):
     updated_by = serializers.CharField(allow_null=True)
 
 
-class SettingUpdateSerializer(serializers.Serializer):
+class SettingUpdateSerializer(StrictInputMixin, serializers.Serializer):
     value = serializers.JSONField(help_text="The new value, of the setting's type (checked against its bounds).")
 
 

@@ -61,20 +61,33 @@ class SettingDetailView(APIView):
     def get(self, request: Request, category: str, key: str) -> Response:
         return Response(SettingSerializer(_describe(_setting(category, key))).data)
 
-    @extend_schema(request=SettingUpdateSerializer, responses=SettingSerializer)
+    @extend_schema(
+        summary="Set the value (PUT: `value` is required)",
+        request=SettingUpdateSerializer,
+        responses=SettingSerializer,
+    )
     def put(self, request: Request, category: str, key: str) -> Response:
+        return self._update(request, category, key, partial=False)
+
+    @extend_schema(
+        summary="Set the value (PATCH: without `value`, nothing changes)",
+        request=SettingUpdateSerializer,
+        responses=SettingSerializer,
+    )
+    def patch(self, request: Request, category: str, key: str) -> Response:
+        return self._update(request, category, key, partial=True)
+
+    def _update(self, request: Request, category: str, key: str, *, partial: bool) -> Response:
         setting = _setting(category, key)
-        body = SettingUpdateSerializer(data=request.data)
+        body = SettingUpdateSerializer(data=request.data, partial=partial)
         body.is_valid(raise_exception=True)
-        # ConfigValidationError becomes a 400 with the message (edm.api.errors).
-        ConfigManagerService.set_config(category, key, body.validated_data["value"], user=request.user, source=SOURCE)
+        if "value" in body.validated_data:
+            # ConfigValidationError becomes a 400 with the message (edm.api.errors).
+            value = body.validated_data["value"]
+            ConfigManagerService.set_config(category, key, value, user=request.user, source=SOURCE)
         return Response(SettingSerializer(_describe(setting)).data)
 
-    @extend_schema(request=SettingUpdateSerializer, responses=SettingSerializer)
-    def patch(self, request: Request, category: str, key: str) -> Response:
-        return self.put(request, category, key)
-
-    @extend_schema(responses=SettingSerializer)
+    @extend_schema(responses={200: SettingSerializer})
     def delete(self, request: Request, category: str, key: str) -> Response:
         """Reset the setting to its declared default; answers with the setting as it is now."""
         setting = _setting(category, key)

@@ -8,11 +8,13 @@ from rest_framework import serializers
 
 from contacts.models import Contact, Tag
 from contacts.services import contact_create, contact_update, tag_create, tag_rename
+from edm.api.fields import EmailStringField
+from edm.api.strict_input import StrictInputMixin
 
 
-class ContactSerializer(serializers.ModelSerializer):
+class ContactSerializer(StrictInputMixin, serializers.ModelSerializer):
     # Plain strings: contact_create normalises the address before validating it.
-    email = serializers.CharField(max_length=320)
+    email = EmailStringField(max_length=320)
     first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     attributes = serializers.DictField(
@@ -31,7 +33,7 @@ class ContactSerializer(serializers.ModelSerializer):
         return contact_update(contact=instance, **validated_data)
 
 
-class TagSerializer(serializers.ModelSerializer):
+class TagSerializer(StrictInputMixin, serializers.ModelSerializer):
     name = serializers.CharField(max_length=100)
     contact_count = serializers.IntegerField(read_only=True, help_text="How many contacts the tag holds.")
 
@@ -58,7 +60,7 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
-class TagContactIdsSerializer(serializers.Serializer):
+class TagContactIdsSerializer(StrictInputMixin, serializers.Serializer):
     contact_ids = serializers.ListField(
         child=StrictUUIDField(), allow_empty=False, max_length=10_000, help_text="Ids of your contacts."
     )
@@ -74,7 +76,7 @@ class TagRemoveResultSerializer(serializers.Serializer):
     contact_count = serializers.IntegerField()
 
 
-class ContactImportUploadSerializer(serializers.Serializer):
+class ContactImportUploadSerializer(StrictInputMixin, serializers.Serializer):
     file = serializers.FileField(help_text="CSV with a header row naming an 'email' column.")
 
 

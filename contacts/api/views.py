@@ -54,7 +54,7 @@ class ContactViewSet(OwnerScopedMixin, viewsets.ModelViewSet):
         ),
         request={
             "multipart/form-data": serializers.ContactImportUploadSerializer,
-            "text/csv": OpenApiRequest(OpenApiTypes.STR),
+            "text/csv": OpenApiRequest(OpenApiTypes.BINARY),
         },
         responses={200: serializers.ContactImportResultSerializer},
     )

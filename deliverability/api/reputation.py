@@ -23,9 +23,10 @@ from deliverability.reputation import (
     services_table,
     window_start,
 )
+from edm.api.filters import NonEmptyQueryMixin
 
 
-class ReputationQuerySerializer(serializers.Serializer):
+class ReputationQuerySerializer(NonEmptyQueryMixin, serializers.Serializer):
     window_hours = serializers.IntegerField(
         required=False,
         min_value=1,

@@ -9,6 +9,8 @@ from contacts.services import email_errors
 from deliverability.models import Suppression
 from deliverability.suppression_csv import MAX_DETAIL
 from deliverability.suppressions import email_normalise
+from edm.api.fields import EmailStringField
+from edm.api.strict_input import StrictInputMixin
 
 
 class SuppressionSerializer(serializers.ModelSerializer):
@@ -24,9 +26,9 @@ class SuppressionSerializer(serializers.ModelSerializer):
         return "platform" if entry.owner_id is None else "own"
 
 
-class SuppressionCreateSerializer(serializers.Serializer):
+class SuppressionCreateSerializer(StrictInputMixin, serializers.Serializer):
     # A plain string: normalised (trimmed, lowercased) before it is validated.
-    email = serializers.CharField(max_length=320)
+    email = EmailStringField(max_length=320)
     reason = serializers.ChoiceField(choices=Suppression.Reason.choices, default=Suppression.Reason.MANUAL)
     detail = serializers.CharField(
         max_length=MAX_DETAIL, required=False, allow_blank=True, default="", help_text="Why, for the record."
@@ -39,7 +41,7 @@ class SuppressionCreateSerializer(serializers.Serializer):
         return email
 
 
-class SuppressionImportUploadSerializer(serializers.Serializer):
+class SuppressionImportUploadSerializer(StrictInputMixin, serializers.Serializer):
     file = serializers.FileField(help_text="CSV: one address per line, email[,reason]; an optional header row.")
 
 

@@ -19,12 +19,14 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from deliverability.api import serializers
 from deliverability.api.filters import SuppressionFilter
 from deliverability.models import Suppression
 from deliverability.suppression_csv import suppressions_export_csv, suppressions_import_csv
 from deliverability.suppressions import suppression_add, suppression_remove
+from edm.api.filters import refuse_empty
 from edm.api.parsers import CSVTextParser, csv_import_text
 from edm.api.scoping import PARSERS
 
@@ -64,6 +66,8 @@ class SuppressionViewSet(
     """Addresses the scheduler never sends to: checked at every claim, whenever they were added."""
 
     parser_classes = PARSERS
+    # Documented as a 403 of every operation (edm.api.schema).
+    forbidden_reason = "the platform-wide list (scope=platform) is staff only"
     queryset = Suppression.objects.all()
     serializer_class = serializers.SuppressionSerializer
     filterset_class = SuppressionFilter
@@ -120,7 +124,7 @@ class SuppressionViewSet(
         parameters=[SCOPE],
         request={
             "multipart/form-data": serializers.SuppressionImportUploadSerializer,
-            "text/csv": OpenApiRequest(OpenApiTypes.STR),
+            "text/csv": OpenApiRequest(OpenApiTypes.BINARY),
         },
         responses={200: serializers.SuppressionImportResultSerializer},
     )
@@ -159,6 +163,7 @@ class SuppressionViewSet(
         renderer_classes=[JSONRenderer, CSVRenderer],
     )
     def export_csv(self, request: Request) -> StreamingHttpResponse:
+        refuse_empty(request.query_params, [api_settings.URL_FORMAT_OVERRIDE])  # DRF would take it as absent
         entries = self.filter_queryset(self.get_queryset()).order_by("email", "id")
         response = StreamingHttpResponse(suppressions_export_csv(entries), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="suppressions.csv"'

@@ -8,6 +8,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from edm.api.filters import NonEmptyQueryMixin
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.performance import BUCKETS
 
@@ -73,7 +74,7 @@ class HealthSerializer(HealthStatusSerializer):
     )
 
 
-class PerformanceQuerySerializer(serializers.Serializer):
+class PerformanceQuerySerializer(NonEmptyQueryMixin, serializers.Serializer):
     since = serializers.DateTimeField(required=False, help_text="Start of the range (default: an hour before until).")
     until = serializers.DateTimeField(required=False, help_text="End of the range (default: now).")
     bucket = serializers.ChoiceField(choices=list(BUCKETS), default="minute")
@@ -142,7 +143,7 @@ class OldestWaitingTaskSerializer(serializers.Serializer):
     wait_seconds = serializers.IntegerField()
 
 
-class QueueQuerySerializer(serializers.Serializer):
+class QueueQuerySerializer(NonEmptyQueryMixin, serializers.Serializer):
     since = serializers.DateTimeField(required=False, help_text="Start of the series (default: an hour ago).")
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 import django_filters
 from django import forms
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
 
-from edm.api.filters import IsoDateTimeFilter
+from edm.api.filters import IsoDateTimeFilter, StrictBooleanFilter
 from queues.models import EmailService, SubTask, Task
 
 SMALLINT = {"min_value": -32768, "max_value": 32767}
@@ -14,6 +15,14 @@ class IntegerFilter(django_filters.NumberFilter):
     """Whole numbers only (NumberFilter would take 1.5 and round it)."""
 
     field_class = forms.IntegerField
+
+
+@extend_schema_field({"type": "integer", "minimum": SMALLINT["min_value"], "maximum": SMALLINT["max_value"]})
+class PriorityFilter(IntegerFilter):
+    """A priority: the bounds are in the schema too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **SMALLINT, **kwargs)
 
 
 def own_tasks(request) -> QuerySet[Task]:
@@ -26,9 +35,9 @@ def own_tasks(request) -> QuerySet[Task]:
 
 class TaskFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Task.Status.choices)
-    priority = IntegerFilter(**SMALLINT)
-    priority_min = IntegerFilter(field_name="priority", lookup_expr="gte", **SMALLINT)
-    priority_max = IntegerFilter(field_name="priority", lookup_expr="lte", **SMALLINT)
+    priority = PriorityFilter()
+    priority_min = PriorityFilter(field_name="priority", lookup_expr="gte")
+    priority_max = PriorityFilter(field_name="priority", lookup_expr="lte")
     created_after = IsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Created at or after this moment (ISO 8601)."
     )
@@ -54,7 +63,7 @@ class SubTaskFilter(django_filters.FilterSet):
 
 
 class EmailServiceFilter(django_filters.FilterSet):
-    is_enabled = django_filters.BooleanFilter()
+    is_enabled = StrictBooleanFilter()
     transport = django_filters.ChoiceFilter(choices=EmailService.Transport.choices)
 
     class Meta:

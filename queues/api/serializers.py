@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -10,6 +11,8 @@ from rest_framework import serializers
 
 from contacts.models import Tag
 from contacts.services import EMAIL_MAX, json_problem
+from edm.api.fields import EmailOrBlankField
+from edm.api.strict_input import StrictInputMixin
 from monitoring.models import TaskWaitMetric
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.services import MAX_BODY, MAX_SUBJECT, task_progress
@@ -32,14 +35,17 @@ SERVICE_COUNTERS = [
 ]
 
 
-class EmailServiceSerializer(serializers.ModelSerializer):
+class EmailServiceSerializer(StrictInputMixin, serializers.ModelSerializer):
     """A sending account. ``password`` and ``backend_options`` can be written, never read back.
 
     ``is_enabled`` may be set when the service is created; afterwards the
     enable/disable actions change it (enabling also clears a failure back-off).
     An update saves only the fields it was given, so it never overwrites the
-    counters the scheduler is changing at the same moment.
+    counters the scheduler is changing at the same moment. A PUT must give
+    every field but the secrets (kept when left out).
     """
+
+    create_only_fields = ("is_enabled",)
 
     port = serializers.IntegerField(min_value=1, max_value=65535, default=587)
     password = serializers.CharField(
@@ -91,12 +97,6 @@ class EmailServiceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", *SERVICE_COUNTERS, "created_at", "updated_at"]
 
-    def get_fields(self) -> dict[str, serializers.Field]:
-        fields = super().get_fields()
-        if self.instance is not None and not isinstance(self.instance, list):
-            fields["is_enabled"].read_only = True
-        return fields
-
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_has_password(self, service: EmailService) -> bool:
         return bool(service.password)
@@ -122,6 +122,9 @@ class EmailServiceSerializer(serializers.ModelSerializer):
         return instance
 
 
+RECIPIENT_KEYS = {"email", "first_name", "last_name", "attributes"}
+
+
 class RecipientField(serializers.Field):
     """An address, or {"email", "first_name", "last_name", "attributes"}; queues.services.parse_recipients decides."""
 
@@ -139,6 +142,8 @@ class RecipientField(serializers.Field):
         if len(email.strip()) > EMAIL_MAX:
             self.fail("long")
         if isinstance(data, dict):
+            if unknown := sorted(set(data) - RECIPIENT_KEYS):
+                raise serializers.ValidationError(f"unknown key(s) in a recipient: {', '.join(unknown)}")
             for key in ("first_name", "last_name"):
                 name = data.get(key)
                 if name is not None and (not isinstance(name, str) or len(name) > 100):
@@ -167,6 +172,7 @@ _RECIPIENTS_SCHEMA = {
                     "attributes": {"type": "object", "additionalProperties": True},
                 },
                 "required": ["email"],
+                "additionalProperties": False,
             },
         ]
     },
@@ -179,7 +185,7 @@ class RecipientListField(serializers.ListField):
     child = RecipientField()
 
 
-class TaskCreateSerializer(serializers.Serializer):
+class TaskCreateSerializer(StrictInputMixin, serializers.Serializer):
     """A new task: content, and either ``recipients`` or ``tag`` (one of your tags)."""
 
     name = serializers.CharField(max_length=200)
@@ -191,7 +197,7 @@ class TaskCreateSerializer(serializers.Serializer):
         required=False, allow_blank=True, default="", trim_whitespace=False, max_length=MAX_BODY
     )
     from_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
-    reply_to = serializers.CharField(required=False, allow_blank=True, default="", max_length=EMAIL_MAX)
+    reply_to = EmailOrBlankField(required=False, allow_blank=True, default="", max_length=EMAIL_MAX)
     priority = serializers.IntegerField(required=False, default=0, min_value=SMALLINT[0], max_value=SMALLINT[1])
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     recipients = RecipientListField(
@@ -212,7 +218,7 @@ class TaskCreateSerializer(serializers.Serializer):
             self.fields["tag"].queryset = Tag.objects.filter(owner=request.user).defer("contacts")
 
 
-class TaskUpdateSerializer(serializers.Serializer):
+class TaskUpdateSerializer(StrictInputMixin, serializers.Serializer):
     """An edit of a task: only the fields given change, and only those its status allows (409 otherwise)."""
 
     name = serializers.CharField(required=False, max_length=200)
@@ -220,16 +226,15 @@ class TaskUpdateSerializer(serializers.Serializer):
     body_text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_BODY)
     body_html = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_BODY)
     from_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    reply_to = serializers.CharField(required=False, allow_blank=True, max_length=EMAIL_MAX)
+    reply_to = EmailOrBlankField(required=False, allow_blank=True, max_length=EMAIL_MAX)
     priority = serializers.IntegerField(required=False, min_value=SMALLINT[0], max_value=SMALLINT[1])
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True)
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # A field that cannot be edited (status, recipients...) is refused, not silently ignored.
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: ["cannot be changed"] for name in unknown})
-        return attrs
+    def _refused(self, data: Mapping[str, Any]) -> dict[str, list[str]]:
+        # A field of the task that cannot be edited (status, recipients...) says so.
+        refused = super()._refused(data)
+        task_fields = set(TaskSerializer().fields)
+        return {name: ["cannot be changed"] if name in task_fields else why for name, why in refused.items()}
 
 
 class TaskWaitSerializer(serializers.ModelSerializer):
@@ -253,6 +258,7 @@ class TaskProgressSerializer(serializers.Serializer):
 class TaskSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField(help_text="Subtasks by status, and the total.")
     wait = serializers.SerializerMethodField(help_text="Queue entry, first send and the wait between them.")
+    reply_to = EmailOrBlankField(read_only=True)
 
     class Meta:
         model = Task

@@ -11,6 +11,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from edm.api.schema import conflict
 from edm.api.scoping import PARSERS, OwnerScopedMixin
 from monitoring.models import TaskWaitMetric
 from queues.api import serializers
@@ -30,10 +31,21 @@ from queues.services import (
 )
 
 _SERVICE_ACTION = extend_schema(request=None, responses={200: serializers.EmailServiceSerializer})
+_TASK_STATE = conflict("The task's status does not allow this.")
+_REPLACE = (
+    "PUT replaces the service: every writable field must be given (a missing one is a 400 and nothing changes), "
+    "except `password` and `backend_options`, which are kept when left out. PATCH changes only the fields it "
+    "holds. A field the body may not hold (unknown, read-only, or `is_enabled` after creation) is a 400."
+)
 
 
 @extend_schema_view(
-    destroy=extend_schema(summary="Delete a service that never sent (one with history can only be disabled)"),
+    destroy=extend_schema(
+        summary="Delete a service that never sent (one with history can only be disabled)",
+        responses={204: None, 409: conflict("The service has sent mail, or mail is being sent through it.")},
+    ),
+    update=extend_schema(summary="Replace a service", description=_REPLACE),
+    partial_update=extend_schema(summary="Change some of a service's fields", description=_REPLACE),
 )
 class EmailServiceViewSet(viewsets.ModelViewSet):
     """Sending accounts: staff only, for every operation including reads."""
@@ -143,7 +155,7 @@ class TaskViewSet(
             "`contact.<attribute>`, `unsubscribe_url` ...): an unknown one is a 400 naming it."
         ),
         request=serializers.TaskUpdateSerializer,
-        responses={200: serializers.TaskSerializer},
+        responses={200: serializers.TaskSerializer, 409: _TASK_STATE},
     )
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         payload = serializers.TaskUpdateSerializer(data=request.data)
@@ -151,13 +163,19 @@ class TaskViewSet(
         task = task_update(task=self.get_object(), **payload.validated_data)
         return Response(self.get_serializer(self._reload(task)).data)
 
-    @extend_schema(summary="Stop new sends; sends under way finish", request=None, responses=serializers.TaskSerializer)
+    @extend_schema(
+        summary="Stop new sends; sends under way finish",
+        request=None,
+        responses={200: serializers.TaskSerializer, 409: _TASK_STATE},
+    )
     @action(**_TASK_ACTION)
     def pause(self, request: Request, pk: str | None = None) -> Response:
         task = task_pause(task=self.get_object())
         return Response(self.get_serializer(self._reload(task)).data)
 
-    @extend_schema(summary="Continue a paused task", request=None, responses=serializers.TaskSerializer)
+    @extend_schema(
+        summary="Continue a paused task", request=None, responses={200: serializers.TaskSerializer, 409: _TASK_STATE}
+    )
     @action(**_TASK_ACTION)
     def resume(self, request: Request, pk: str | None = None) -> Response:
         task = task_resume(task=self.get_object())
@@ -166,7 +184,7 @@ class TaskViewSet(
     @extend_schema(
         summary="Cancel the task and its pending subtasks",
         request=None,
-        responses=serializers.TaskCancelResultSerializer,
+        responses={200: serializers.TaskCancelResultSerializer, 409: _TASK_STATE},
     )
     @action(**_TASK_ACTION)
     def cancel(self, request: Request, pk: str | None = None) -> Response:
@@ -177,7 +195,7 @@ class TaskViewSet(
     @extend_schema(
         summary="Queue the task's failed subtasks again",
         request=None,
-        responses=serializers.TaskRetryResultSerializer,
+        responses={200: serializers.TaskRetryResultSerializer, 409: _TASK_STATE},
     )
     @action(**_TASK_ACTION, url_path="retry-failed")
     def retry_failed(self, request: Request, pk: str | None = None) -> Response:
@@ -185,7 +203,10 @@ class TaskViewSet(
         retried = task_retry_failed(task=task)
         return Response({"retried": retried, "task": self.get_serializer(self._reload(task)).data})
 
-    @extend_schema(summary="Delete a task with its subtasks and history (409 while its mail is being sent)")
+    @extend_schema(
+        summary="Delete a task with its subtasks and history (409 while its mail is being sent)",
+        responses={204: None, 409: _TASK_STATE},
+    )
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         return super().destroy(request, pk=pk)
 

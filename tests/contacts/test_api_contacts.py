@@ -193,10 +193,17 @@ def test_retrieve_update_and_delete(contact):
     patched = api.patch(url, {"first_name": "Zoe", "email": "zoe@EXAMPLE.org"}, format="json")
     assert patched.status_code == 200
     assert (patched.json()["first_name"], patched.json()["email"]) == ("Zoe", "zoe@example.org")
-    put = api.put(url, {"email": "zed@example.org", "last_name": "Zed"}, format="json")
+    partial_put = api.put(url, {"email": "zed@example.org", "last_name": "Zed"}, format="json")
+    assert partial_put.status_code == 400
+    assert partial_put.json()["errors"] == {
+        "first_name": ["This field is required."],
+        "attributes": ["This field is required."],
+    }
+    full = {"email": "zed@example.org", "first_name": "", "last_name": "Zed", "attributes": {}}
+    put = api.put(url, full, format="json")
     assert put.status_code == 200
     contact.refresh_from_db()
-    assert (contact.email, contact.first_name, contact.last_name) == ("zed@example.org", "Zoe", "Zed")
+    assert (contact.email, contact.first_name, contact.last_name) == ("zed@example.org", "", "Zed")
 
     assert api.delete(url).status_code == 204
     assert Contact.objects.count() == 0

@@ -13,6 +13,7 @@ import pytest
 import time_machine
 from django.db import OperationalError
 
+from edm.api.filters import EMPTY
 from monitoring.models import Alert
 from monitoring.services import health
 from tests.factories import QueueSampleFactory
@@ -373,10 +374,13 @@ def test_services_and_queue_are_staff_only(api, user, path):
     assert api.as_user(user).get(path).status_code == 403
 
 
-def test_queue_since_must_be_a_past_datetime(frozen, api, staff):
+def test_queue_since_must_be_a_datetime_and_a_future_one_has_no_samples(frozen, api, staff):
     client = api.as_user(staff)
     assert client.get("/api/monitoring/queue", {"since": "soon"}).status_code == 400
-    assert client.get("/api/monitoring/queue", {"since": "2026-03-03T00:00:00Z"}).status_code == 400
+    empty = client.get("/api/monitoring/queue", {"since": ""})
+    assert (empty.status_code, empty.json()["errors"]) == (400, {"since": [EMPTY]})
+    future = client.get("/api/monitoring/queue", {"since": "2026-03-03T00:00:00Z"})
+    assert (future.status_code, future.json()["series"]) == (200, [])
 
 
 def test_a_stalled_scheduler_degrades_health(frozen, api, staff, heartbeat_factory, settings):

@@ -27,6 +27,15 @@ NEW = {
     "daily_quota": 500,
     "sending_rate": 1.5,
 }
+# A PUT replaces the service: every writable field but the secrets.
+REPLACEMENT = {
+    **{key: value for key, value in NEW.items() if key != "password"},
+    "transport": "smtp",
+    "security": "starttls",
+    "timeout": 10.0,
+    "backend_path": "",
+    "max_connections": 20,
+}
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def test_update_keeps_secrets_write_only_and_saves_only_what_was_sent(staff, ema
     assert "new-pw" not in response.content.decode()
     service.refresh_from_db()
     assert (service.password, service.daily_quota, service.used_quota) == ("new-pw", 900, 7)
-    put = staff.put(url, {**NEW, "password": ""}, format="json")
+    put = staff.put(url, {**REPLACEMENT, "password": ""}, format="json")
     assert put.status_code == 200
     assert put.json()["has_password"] is False
     for listed in staff.get(URL).json()["results"]:
@@ -74,9 +83,56 @@ def test_counters_and_is_enabled_are_not_writable_by_update(staff, email_service
         f"{URL}{service.pk}/", {"used_quota": 0, "total_sent": 99, "is_enabled": False}, format="json"
     )
 
-    assert response.status_code == 200
+    assert response.status_code == 400
+    refused = "read-only field: it cannot be set by this request"
+    assert response.json()["errors"] == {"used_quota": [refused], "total_sent": [refused], "is_enabled": [refused]}
     service.refresh_from_db()
     assert (service.used_quota, service.total_sent, service.is_enabled) == (3, 0, True)
+
+
+def test_a_put_that_leaves_fields_out_is_refused_and_changes_nothing(staff, email_service_factory):
+    service = email_service_factory(name="relay-9", port=2525, timeout=30.0, max_connections=5, daily_quota=70)
+    before = EmailService.objects.filter(pk=service.pk).values().get()
+
+    response = staff.put(f"{URL}{service.pk}/", {"name": "relay-9b", "from_email": "a@example.org"}, format="json")
+
+    assert response.status_code == 400
+    missing = {"transport", "host", "port", "username", "security", "timeout", "backend_path", "daily_quota"}
+    missing |= {"sending_rate", "max_connections"}
+    assert set(response.json()["errors"]) == missing
+    assert all(messages == ["This field is required."] for messages in response.json()["errors"].values())
+    assert EmailService.objects.filter(pk=service.pk).values().get() == before
+
+
+def test_a_full_put_replaces_every_field_and_keeps_the_secrets(staff, email_service_factory):
+    service = email_service_factory(password="keep-me", port=2525, timeout=30.0, max_connections=5)
+
+    response = staff.put(f"{URL}{service.pk}/", REPLACEMENT, format="json")
+
+    assert response.status_code == 200
+    service.refresh_from_db()
+    assert (service.name, service.port, service.timeout, service.max_connections) == ("relay-1", 587, 10.0, 20)
+    assert service.password == "keep-me"
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        pytest.param({"nmae": "x"}, {"nmae": ["unknown field"]}, id="unknown"),
+        pytest.param({"port": "587"}, {"port": ["A valid integer is required."]}, id="number-as-string"),
+        pytest.param({"host": 42}, {"host": ["Not a valid string."]}, id="string-as-number"),
+        pytest.param({"daily_quota": True}, {"daily_quota": ["A valid integer is required."]}, id="boolean-as-number"),
+    ],
+)
+def test_a_body_field_the_schema_does_not_allow_is_a_400_naming_it(staff, email_service_factory, body, errors):
+    service = email_service_factory(name="relay-x", port=2525)
+
+    response = staff.patch(f"{URL}{service.pk}/", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == errors
+    service.refresh_from_db()
+    assert (service.name, service.port, service.host) != ("x", 587, "42")
 
 
 def test_a_service_can_be_created_disabled(staff):

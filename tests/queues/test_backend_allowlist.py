@@ -20,6 +20,17 @@ REFUSAL = (
 )
 URL = "/api/services/"
 NEW = {"name": "esp", "transport": "backend", "from_email": "news@example.org", "host": ""}
+# A PUT replaces the service: every writable field (but the write-only secrets) is given.
+REPLACEMENT = {
+    **NEW,
+    "port": 587,
+    "username": "",
+    "security": "none",
+    "timeout": 10.0,
+    "daily_quota": 1000,
+    "sending_rate": 0.0,
+    "max_connections": 20,
+}
 
 
 @pytest.fixture
@@ -72,7 +83,7 @@ def test_creating_with_a_backend_not_allowed_is_a_400_and_creates_nothing(staff)
 def test_updating_to_a_backend_not_allowed_is_a_400_and_changes_nothing(staff, email_service_factory, method):
     service = email_service_factory(name="esp", transport="backend", backend_path=MAILGUN, host="")
     before = EmailService.objects.values().get(pk=service.pk)
-    payload = {"backend_path": FILE_BACKEND} if method == "patch" else {**NEW, "backend_path": FILE_BACKEND}
+    payload = {"backend_path": FILE_BACKEND} if method == "patch" else {**REPLACEMENT, "backend_path": FILE_BACKEND}
 
     response = getattr(staff, method)(f"{URL}{service.pk}/", payload, format="json")
 
