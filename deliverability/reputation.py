@@ -37,10 +37,10 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, F, Sum
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
 from deliverability.bounces import Bounce
 from deliverability.models import OwnerReputationHour, ServiceReputationHour, Suppression, TaskBounceTally
-from edm.dbclock import db_now
 from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
 

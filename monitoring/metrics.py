@@ -305,8 +305,8 @@ REPUTATION_SERVICE_GAUGES = {
 
 def _reputation_metrics() -> Iterator[Metric]:
     """Bounce and complaint rates per service over the window; owners past a limit, counted by the sweep."""
+    from common.dbclock import db_now
     from deliverability.reputation import reputation_config, service_rates, window_start
-    from edm.dbclock import db_now
     from queues.models import EmailService, MaintenanceRun
 
     config = reputation_config()

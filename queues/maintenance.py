@@ -9,7 +9,7 @@ transaction, so a sweep killed half-way leaves nothing locked. (On SQLite the
 transaction's write lock serialises sweeps the same way.) ``maintenance_runs``
 records when each sweep last ran and what it did, so that several processes
 do not repeat a sweep that one of them has just done. Those moments, and the
-quota day, are the database's (``edm.dbclock``): a host whose clock is off
+quota day, are the database's (``common.dbclock``): a host whose clock is off
 neither repeats sweeps, nor skips them, nor resets a quota day early.
 """
 
@@ -26,9 +26,9 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.db.models import Q
 from django.utils import timezone
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
 from deliverability.reputation import reputation_check
-from edm.dbclock import db_now
 from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
 from monitoring.services.samples import queue_sample_take, queue_samples_prune

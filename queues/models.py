@@ -7,8 +7,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.ids import uuid7
 from deliverability.bounces import Bounce
-from edm.ids import uuid7
 
 
 class EmailService(models.Model):

@@ -21,8 +21,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, Func, IntegerField, OuterRef, ProtectedError, QuerySet
 from django.utils import timezone
 
+from common.dbclock import db_now
+from common.errors import ConflictError, InputError
 from contacts.models import Contact, Tag
-from edm.dbclock import db_now
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
 from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
@@ -52,7 +53,7 @@ class TaskError(Exception):
     """Base of the task lifecycle's domain errors."""
 
 
-class TaskValidationError(TaskError):
+class TaskValidationError(TaskError, InputError):
     """Input that cannot make a task; ``errors`` maps a field to its messages."""
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
@@ -60,7 +61,7 @@ class TaskValidationError(TaskError):
         super().__init__("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items()))
 
 
-class TaskStateError(TaskError):
+class TaskStateError(TaskError, ConflictError):
     """The object is not in a state that allows the action; ``errors`` names the fields refused, if any."""
 
     def __init__(self, message: str, errors: dict[str, list[str]] | None = None) -> None:

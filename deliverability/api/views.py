@@ -20,13 +20,13 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.parsers import CSVTextParser, csv_import_text
+from common.api.scoping import PARSERS
 from deliverability.api import serializers
 from deliverability.api.filters import SuppressionFilter
 from deliverability.models import Suppression
 from deliverability.suppression_csv import suppressions_export_csv, suppressions_import_csv
 from deliverability.suppressions import suppression_add, suppression_remove
-from edm.api.parsers import CSVTextParser, csv_import_text
-from edm.api.scoping import PARSERS
 
 SOURCE = "api"
 SCOPES = ("own", "platform")

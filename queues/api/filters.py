@@ -4,7 +4,7 @@ import django_filters
 from django import forms
 from django.db.models import QuerySet
 
-from edm.api.filters import IsoDateTimeFilter
+from common.api.filters import IsoDateTimeFilter
 from queues.models import EmailService, SubTask, Task
 
 SMALLINT = {"min_value": -32768, "max_value": 32767}

@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from edm.api.scoping import PARSERS, OwnerScopedMixin
+from common.api.scoping import PARSERS, OwnerScopedMixin
 from monitoring.models import TaskWaitMetric
 from queues.api import serializers
 from queues.api.filters import EmailServiceFilter, SubTaskFilter, TaskFilter

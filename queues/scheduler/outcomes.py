@@ -37,6 +37,8 @@ from django.db.models import Case, DateTimeField, DecimalField, F, IntegerField,
 from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, Round
 from django.utils import timezone
 
+from common.dbclock import db_now
+from common.ids import uuid7
 from deliverability.bounces import Bounce
 from deliverability.models import Suppression
 from deliverability.reputation import (
@@ -50,8 +52,6 @@ from deliverability.reputation import (
     task_tally_check,
 )
 from deliverability.suppressions import SuppressionEntry, suppressions_add_many
-from edm.dbclock import db_now
-from edm.ids import uuid7
 from monitoring.services.alerts import AlertManagerService
 from monitoring.services.task_wait import TaskWaitMonitorService
 from queues.models import EmailService, SendAttempt, SubTask, Task

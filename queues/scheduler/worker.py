@@ -47,8 +47,8 @@ from django.db.models import Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
 from monitoring import metrics
 from monitoring.models import WorkerHeartbeat
 from queues.expansion import preparations_pending

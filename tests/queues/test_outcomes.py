@@ -11,8 +11,8 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from common.ids import uuid7
 from config.services import get_config_by_category
-from edm.ids import uuid7
 from monitoring.models import Alert, TaskWaitMetric
 from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
 from queues.scheduler.claim import claim_subtasks
