@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from config.services import get_config_by_category
-from monitoring import metrics
 from monitoring.models import Alert, TaskWaitMetric
 from monitoring.services.alerts import AlertManagerService
+from queues import metrics
 
 logger = logging.getLogger(__name__)
 
