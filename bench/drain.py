@@ -43,9 +43,8 @@ def main() -> None:
 
     from accounts.models import User
     from config.services import ConfigManagerService
-    from monitoring.models import TaskWaitMetric
     from queues.expansion import tasks_prepare
-    from queues.models import SendAttempt, SubTask
+    from queues.models import SendAttempt, SubTask, TaskWaitMetric
 
     sink_script = "sink_server.py" if args.sink == "aiosmtpd" else "fast_sink.py"
     sink = subprocess.Popen(

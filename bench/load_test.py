@@ -269,8 +269,7 @@ def _wait_until_terminal(created: dict[str, float], timeout: float, procs: Proce
 
 
 def _report(args, services, records, created, creation_seconds, done_at, peaks) -> None:
-    from monitoring.models import TaskWaitMetric
-    from queues.models import SendAttempt, SubTask
+    from queues.models import SendAttempt, SubTask, TaskWaitMetric
 
     statuses = Counter(SubTask.objects.values_list("status", flat=True))
     total = sum(statuses.values())

@@ -78,8 +78,7 @@ def _reset() -> None:
     from django.db import connection
 
     from accounts.models import User
-    from monitoring.models import TaskWaitMetric
-    from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
+    from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric, UserQueue
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

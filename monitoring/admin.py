@@ -4,8 +4,9 @@ from django.http import HttpRequest
 
 from common.admin.actions import Result, apply_to_each
 from common.admin.readonly import ReadOnlyAdmin, all_fields
-from monitoring.models import Alert, TaskWaitMetric, WorkerHeartbeat
+from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
+from queues.models import TaskWaitMetric, WorkerHeartbeat
 
 
 @admin.register(TaskWaitMetric)

@@ -29,12 +29,11 @@ from django.utils import timezone
 from common.dbclock import db_now
 from config.services import get_config_by_category
 from deliverability.reputation import reputation_check
-from monitoring.models import WorkerHeartbeat
 from monitoring.services.samples import queue_sample_take, queue_samples_prune
 from monitoring.services.task_wait import TaskWaitMonitorService
 from queues import metrics
 from queues.expansion import preparations_resume, tasks_prepare
-from queues.models import EmailService, MaintenanceRun, SendAttempt
+from queues.models import EmailService, MaintenanceRun, SendAttempt, WorkerHeartbeat
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import quota_day
 

@@ -44,8 +44,7 @@ from django.db.models.functions import Greatest
 
 from common.dbclock import db_now
 from config.services import get_config_by_category
-from monitoring.models import WorkerHeartbeat
-from queues.models import EmailService, SubTask, Task
+from queues.models import EmailService, SubTask, Task, WorkerHeartbeat
 from queues.rotation import user_queue_activate
 from queues.scheduler.claim import quota_day
 from queues.scheduler.outcomes import retry_delay

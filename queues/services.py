@@ -24,11 +24,11 @@ from django.utils import timezone
 from common.dbclock import db_now
 from common.errors import ConflictError, InputError
 from contacts.models import Contact, Tag
-from monitoring.models import Alert, TaskWaitMetric
+from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
 from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
 from queues.expansion import message_id_for as message_id_for  # its home before queues.expansion
-from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, UserQueue
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, TaskWaitMetric, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
 from queues.wakeup import notify_work

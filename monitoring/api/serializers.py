@@ -8,8 +8,9 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from monitoring.models import Alert, TaskWaitMetric
+from monitoring.models import Alert
 from monitoring.services.performance import BUCKETS
+from queues.models import TaskWaitMetric
 
 DEFAULT_WINDOW = dt.timedelta(hours=1)
 

@@ -27,11 +27,12 @@ from monitoring.api.serializers import (
     ServiceUsageListSerializer,
     TaskWaitMetricSerializer,
 )
-from monitoring.models import Alert, TaskWaitMetric
+from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
 from monitoring.services.health import UNHEALTHY, system_health
 from monitoring.services.performance import performance_series, queue_depth_series
 from monitoring.services.system import SystemMonitorService
+from queues.models import TaskWaitMetric
 
 
 class Conflict(exceptions.APIException):

@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from config.services import get_config_by_category
-from monitoring.models import Alert, TaskWaitMetric
+from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
 from queues import metrics
+from queues.models import TaskWaitMetric
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from rest_framework import serializers
 
 from contacts.models import Tag
 from contacts.services import EMAIL_MAX, json_problem
-from monitoring.models import TaskWaitMetric
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric
 from queues.services import MAX_BODY, MAX_SUBJECT, task_progress
 
 SMALLINT = (-32768, 32767)

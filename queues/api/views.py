@@ -12,10 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api.scoping import PARSERS, OwnerScopedMixin
-from monitoring.models import TaskWaitMetric
 from queues.api import serializers
 from queues.api.filters import EmailServiceFilter, SubTaskFilter, TaskFilter
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric
 from queues.services import (
     service_delete,
     service_reset_quota,

@@ -13,9 +13,9 @@ from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from monitoring.models import Alert, WorkerHeartbeat
+from monitoring.models import Alert
 from queues.maintenance import SWEEPS, due_sweeps, run_sweep
-from queues.models import EmailService, MaintenanceRun, SendAttempt
+from queues.models import EmailService, MaintenanceRun, SendAttempt, WorkerHeartbeat
 from queues.services import task_create, task_pause
 from queues.tasks import run_sweep_task
 from tests.processes import run_in_processes
