@@ -10,5 +10,11 @@ class MonitoringConfig(AppConfig):
         # The queue figures join django-prometheus's /metrics; the collector only
         # reads the database when scraped, never at start-up.
         from monitoring.metrics import register_queue_collector
+        from monitoring.receivers import connect_receivers
+        from monitoring.sweeps import register_sweeps
 
         register_queue_collector()
+        # The queue and the reputation guards announce; monitoring raises the alerts
+        # and runs its sweeps with theirs (they never import monitoring).
+        connect_receivers()
+        register_sweeps()

@@ -52,7 +52,7 @@ from common.ids import uuid7, uuid7_stamps
 from contacts.exceptions import TagNotFound
 from contacts.models import Contact
 from contacts.tag_manager import ContactTagManager
-from monitoring.services.task_wait import TaskWaitMonitorService
+from queues.first_send_wait import TaskWaitMonitorService
 from queues.models import SubTask, Task, TaskRecipientPart
 from queues.rotation import user_queue_activate
 

@@ -24,8 +24,7 @@ from django.utils import timezone
 from common.dbclock import db_now
 from common.errors import ConflictError, InputError
 from contacts.models import Contact, Tag
-from monitoring.models import Alert
-from monitoring.services.alerts import AlertManagerService
+from queues import signals
 from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
 from queues.expansion import message_id_for as message_id_for  # its home before queues.expansion
 from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, TaskWaitMetric, UserQueue
@@ -608,13 +607,7 @@ def task_fail(*, task_id: uuid.UUID, reason: str) -> bool:
         locked.failure_reason = reason
         locked.completed_at = now
         locked.save(update_fields=["status", "failure_reason", "completed_at", "updated_at"])
-    AlertManagerService.create_alert(
-        alert_type="task_failed",
-        severity=Alert.Severity.CRITICAL,
-        subject=f"task:{task_id}",
-        message=f"Task {locked.name} failed: {reason}",
-        details={"task_id": str(task_id), "user_id": str(locked.owner_id), "reason": reason},
-    )
+    signals.task_failed.send(sender=Task, task_id=task_id, name=locked.name, owner_id=locked.owner_id, reason=reason)
     logger.warning("task failed", extra={"task": str(task_id), "reason": reason})
     return True
 
