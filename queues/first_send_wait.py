@@ -8,7 +8,6 @@ alerts on waits are the monitoring app's (monitoring/services/wait_alerts.py).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Iterable
 
 from django.utils import timezone
@@ -16,8 +15,6 @@ from django.utils import timezone
 from queues import metrics
 from queues.models import TaskWaitMetric
 from queues.signals import first_sends_recorded
-
-logger = logging.getLogger(__name__)
 
 
 class TaskWaitMonitorService:
