@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, bench_services_create, bench_task_create, percentile, proc_status_mb, setup_django
+from harness import ROOT, bench_services_create, bench_task_create, percentile, proc_status_mb, setup_django
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, percentile, proc_status_mb, setup_django
+from harness import ROOT, percentile, proc_status_mb, setup_django
 
 # A tenth of the services get a small daily quota, so that the quota limit is
 # really reached during the run (and must hold).

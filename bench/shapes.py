@@ -26,7 +26,7 @@ import threading
 import time
 from email.message import EmailMessage
 
-from common import BODY_HTML, BODY_TEXT, ROOT, bench_services_create, bench_task_create, setup_django
+from harness import BODY_HTML, BODY_TEXT, ROOT, bench_services_create, bench_task_create, setup_django
 
 
 def main() -> None:
