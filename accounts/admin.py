@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts.models import User
-from edm.admin_actions import OneAtATimeDeleteAdmin, Result, apply_to_each
+from common.admin.actions import OneAtATimeDeleteAdmin, Result, apply_to_each
 from queues.admin import refusable_delete
 from queues.services import TaskStateError, user_erase
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import percentile, setup_django, summary, time_calls
+from harness import percentile, setup_django, summary, time_calls
 
 SEED_SQL = """
 INSERT INTO users (id, password, is_superuser, username, first_name, last_name, email, is_staff, is_active,

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, bench_services_create, bench_task_create, percentile, proc_status_mb, setup_django
+from harness import ROOT, bench_services_create, bench_task_create, percentile, proc_status_mb, setup_django
 
 
 def main() -> None:
@@ -43,9 +43,8 @@ def main() -> None:
 
     from accounts.models import User
     from config.services import ConfigManagerService
-    from monitoring.models import TaskWaitMetric
     from queues.expansion import tasks_prepare
-    from queues.models import SendAttempt, SubTask
+    from queues.models import SendAttempt, SubTask, TaskWaitMetric
 
     sink_script = "sink_server.py" if args.sink == "aiosmtpd" else "fast_sink.py"
     sink = subprocess.Popen(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import setup_django
+from harness import setup_django
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, percentile, setup_django
+from harness import ROOT, percentile, setup_django
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, percentile, proc_status_mb, setup_django
+from harness import ROOT, percentile, proc_status_mb, setup_django
 
 # A tenth of the services get a small daily quota, so that the quota limit is
 # really reached during the run (and must hold).
@@ -269,8 +269,7 @@ def _wait_until_terminal(created: dict[str, float], timeout: float, procs: Proce
 
 
 def _report(args, services, records, created, creation_seconds, done_at, peaks) -> None:
-    from monitoring.models import TaskWaitMetric
-    from queues.models import SendAttempt, SubTask
+    from queues.models import SendAttempt, SubTask, TaskWaitMetric
 
     statuses = Counter(SubTask.objects.values_list("status", flat=True))
     total = sum(statuses.values())

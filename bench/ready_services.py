@@ -14,7 +14,7 @@ import argparse
 import datetime as dt
 import random
 
-from common import setup_django, summary, time_calls
+from harness import setup_django, summary, time_calls
 
 
 def main() -> None:
@@ -77,8 +77,8 @@ def main() -> None:
 
 def _server_times(connection, today, repeat: int) -> tuple[float, float]:
     from django.utils import timezone
+    from harness import percentile
 
-    from common import percentile
     from queues.scheduler.pgsql import READY_SERVICES_SQL
 
     times = []

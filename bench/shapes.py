@@ -26,7 +26,7 @@ import threading
 import time
 from email.message import EmailMessage
 
-from common import BODY_HTML, BODY_TEXT, ROOT, bench_services_create, bench_task_create, setup_django
+from harness import BODY_HTML, BODY_TEXT, ROOT, bench_services_create, bench_task_create, setup_django
 
 
 def main() -> None:
@@ -78,8 +78,7 @@ def _reset() -> None:
     from django.db import connection
 
     from accounts.models import User
-    from monitoring.models import TaskWaitMetric
-    from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
+    from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric, UserQueue
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -10,7 +10,7 @@ import argparse
 import random
 import uuid
 
-from common import setup_django, summary, time_calls
+from harness import setup_django, summary, time_calls
 
 
 def main() -> None:

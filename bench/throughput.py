@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import relay as relay_client
-
-from common import ROOT, bench_services_create, bench_task_create, recreate_database, setup_django
+from harness import ROOT, bench_services_create, bench_task_create, recreate_database, setup_django
 
 BENCH = Path(__file__).resolve().parent
 

@@ -14,10 +14,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from common.admin.readonly import ReadOnlyAdmin
 from config.models import ConfigChange, ConfigItem
 from config.registry import REGISTRY, ConfigValidationError
 from config.services import ConfigManagerService
-from edm.admin_readonly import ReadOnlyAdmin
 
 SOURCE = ConfigChange.Source.ADMIN
 

@@ -11,8 +11,10 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
+from common.errors import InputError
 
-class ConfigValidationError(ValueError):
+
+class ConfigValidationError(InputError, ValueError):
     """A value that does not fit its declaration; the message says why."""
 
 

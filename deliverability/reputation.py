@@ -37,12 +37,11 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, F, Sum
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
 from deliverability.bounces import Bounce
 from deliverability.models import OwnerReputationHour, ServiceReputationHour, Suppression, TaskBounceTally
-from edm.dbclock import db_now
-from monitoring.models import Alert
-from monitoring.services.alerts import AlertManagerService
+from deliverability.signals import reputation_judged, task_over_bounce_limit
 
 logger = logging.getLogger(__name__)
 
@@ -260,13 +259,10 @@ def task_guard_reason(tally: TaskTally, *, config: dict[str, Any]) -> str:
 
 
 def task_bounce_alert(*, task_id: uuid.UUID, name: str, owner_id: uuid.UUID, reason: str, outcome: str) -> None:
-    """The alert of a task past the hard-bounce limit; ``outcome`` says what the guard did about it."""
-    AlertManagerService.create_alert(
-        alert_type=TASK_ALERT,
-        severity=Alert.Severity.WARNING,
-        subject=f"task:{task_id}",
-        message=f"Task {name}: {reason}; {outcome}.",
-        details={"task_id": str(task_id), "user_id": str(owner_id), "reason": reason, "outcome": outcome},
+    """Announce a task past the hard-bounce limit (an alert, where monitoring listens); ``outcome`` says
+    what the guard did about it."""
+    task_over_bounce_limit.send(
+        sender=TaskBounceTally, task_id=task_id, name=name, owner_id=owner_id, reason=reason, outcome=outcome
     )
 
 
@@ -415,22 +411,9 @@ def reputation_check() -> dict[str, int]:
         "owners_over_complaint_limit": sum(COMPLAINT in r.over_limits for r in owners.values()),
         "alerts_resolved": 0,
     }
-    service_names = _service_names(services)
-    for service_id, r in services.items():
-        name = service_names.get(service_id, str(service_id))
-        _raise(SERVICE_ALERT, Alert.Severity.CRITICAL, f"service:{service_id}", f"Service {name}", r, config)
-    names = dict(get_user_model().objects.filter(pk__in=list(owners)).values_list("pk", "username"))
-    for owner_id, r in owners.items():
-        label = f"User {names.get(owner_id, owner_id)}"
-        _raise(OWNER_ALERT, Alert.Severity.WARNING, f"user:{owner_id}", label, r, config)
-    for alert_type, prefix, over in ((SERVICE_ALERT, "service:", services), (OWNER_ALERT, "user:", owners)):
-        still = {f"{prefix}{key}" for key in over}
-        open_subjects = (
-            Alert.objects.filter(alert_type=alert_type).exclude(status=Alert.Status.RESOLVED).values_list("subject")
-        )
-        for (subject,) in open_subjects:
-            if subject not in still:
-                result["alerts_resolved"] += AlertManagerService.resolve_alert(alert_type=alert_type, subject=subject)
+    # Alerts are raised for those past a limit and resolved for the others by the receivers.
+    responses = reputation_judged.send(sender=ServiceReputationHour, services=services, owners=owners, config=config)
+    result["alerts_resolved"] = sum(resolved for _, resolved in responses)
     horizon = hour_of(now) - dt.timedelta(hours=KEEP_HOURS)
     result["hours_deleted"] = (
         ServiceReputationHour.objects.filter(hour__lt=horizon).delete()[0]
@@ -444,24 +427,3 @@ def _service_names(rates: dict[uuid.UUID, Rates]) -> dict[uuid.UUID, str]:
 
     service = apps.get_model("queues", "EmailService")
     return dict(service.objects.filter(pk__in=list(rates)).values_list("pk", "name"))
-
-
-def _raise(alert_type: str, severity: str, subject: str, label: str, r: Rates, config: dict[str, Any]) -> None:
-    problems = []
-    if HARD_BOUNCE in r.over_limits:
-        problems.append(
-            f"hard-bounce rate {100 * r.hard_bounce_rate:.1f} % ({r.hard_bounces} of {r.answered} answered sends; "
-            f"limit {100 * config['hard_bounce_rate_limit']:.1f} %)"
-        )
-    if COMPLAINT in r.over_limits:
-        problems.append(
-            f"complaint rate {100 * r.complaint_rate:.2f} % ({r.complaints} of {r.sent} delivered; "
-            f"limit {100 * config['complaint_rate_limit']:.2f} %)"
-        )
-    AlertManagerService.create_alert(
-        alert_type=alert_type,
-        severity=severity,
-        subject=subject,
-        message=f"{label}: {'; '.join(problems)} over the last {config['window_hours']} h.",
-        details={"window_hours": config["window_hours"], **r.as_dict()},
-    )

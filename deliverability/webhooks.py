@@ -2,8 +2,9 @@
 
 anymail's webhook views check the request (basic auth, the ESP's signature),
 normalise each ESP's payload to an ``AnymailTrackingEvent`` and send the
-``tracking`` signal; ``tracking_event_received`` turns three kinds of event
-into an entry of the suppression list:
+``tracking`` signal; ``tracking_event_received`` (queues/esp_events.py, which
+knows the sent mail) turns three kinds of event into an entry of the suppression
+list, with the rules here:
 
 - ``bounced``, when the ESP says the failure is permanent -> hard_bounce;
   a soft bounce or a ``deferred`` event suppresses nothing;
@@ -25,23 +26,14 @@ first entry for an owner and address.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anymail.signals import AnymailTrackingEvent, EventType
-from django.db.models import F
 from django.http import QueryDict
 
 from deliverability.models import Suppression
-from deliverability.suppressions import email_normalise, suppression_add
-
-if TYPE_CHECKING:
-    from queues.models import SubTask
-
-logger = logging.getLogger(__name__)
 
 # Our Message-IDs: "<" + the subtask id's 32 hex digits + "@" + a domain + ">".
 _OUR_MESSAGE_ID = re.compile(r"<([0-9a-f]{32})@[^<>@\s\"']+>", re.IGNORECASE)
@@ -139,59 +131,9 @@ def message_ids_in(event: AnymailTrackingEvent) -> Iterator[str]:
                 yield message_id
 
 
-def subtask_for_event(event: AnymailTrackingEvent, recipient: str | None) -> SubTask | None:
-    """The subtask the event is about: by our Message-ID, else the last one sent to ``recipient``."""
-    from queues.models import SubTask
-
-    candidates = {uuid.UUID(message_id[1:33]): message_id for message_id in message_ids_in(event)}
-    if candidates:
-        for subtask in SubTask.objects.filter(pk__in=candidates).order_by("-created_at"):
-            if subtask.message_id.lower() != candidates[subtask.pk]:
-                continue
-            if recipient is None or email_normalise(subtask.recipient_email) == recipient:
-                return subtask
-    if recipient is None:
-        return None
-    return (
-        SubTask.objects.filter(recipient_email__iexact=recipient, status=SubTask.Status.SENT)
-        .order_by(F("sent_at").desc(nulls_last=True), "-created_at")
-        .first()
-    )
-
-
-def _detail(event: AnymailTrackingEvent, esp_name: str) -> str:
+def event_detail(event: AnymailTrackingEvent, esp_name: str) -> str:
     parts = [f"{esp_name} {event.event_type}"]
     parts += [str(text).strip() for text in (event.description, event.mta_response) if text and str(text).strip()]
     if event.event_id:
         parts.append(f"event {event.event_id}")
     return "; ".join(parts)[:DETAIL_MAX]
-
-
-def tracking_event_received(sender: Any, event: AnymailTrackingEvent, esp_name: str, **kwargs: Any) -> None:
-    """anymail ``tracking`` signal receiver: suppress the recipient for the owner who mailed them."""
-    reason = suppression_reason(event, esp_name)
-    if reason is None:
-        return
-    recipient = email_normalise(event.recipient) if event.recipient else None
-    subtask = subtask_for_event(event, recipient)
-    if subtask is None:
-        logger.warning(
-            "ESP event matches no sent mail; nothing suppressed",
-            extra={"esp": esp_name, "event": event.event_type, "event_id": event.event_id, "recipient": recipient},
-        )
-        return
-    entry, created = suppression_add(
-        owner_id=subtask.owner_id,
-        email=recipient or subtask.recipient_email,
-        reason=reason,
-        source=f"webhook:{esp_name.lower().replace(' ', '_')}",
-        task_id=subtask.task_id,
-        subtask_id=subtask.pk,
-        service_id=subtask.service_id,
-        detail=_detail(event, esp_name),
-    )
-    if created:
-        logger.info(
-            "address suppressed by an ESP event",
-            extra={"esp": esp_name, "reason": reason, "owner": subtask.owner_id, "suppression": str(entry.pk)},
-        )

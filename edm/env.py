@@ -234,7 +234,7 @@ def env_fernet_keys(name: str, *, debug_secret: str | None, environ: Mapping[str
     Unset: with ``debug_secret`` (DEBUG=1) one key is derived from it; without
     (production) it is an error. The message never echoes a key.
     """
-    from edm.field_keys import GENERATE_HINT, derived_debug_key, key_problem
+    from common.field_keys import GENERATE_HINT, derived_debug_key, key_problem
 
     keys = env_list(name, [], environ=environ)
     if not keys:

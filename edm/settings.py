@@ -59,7 +59,7 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 
-# --- Prometheus metrics credentials (monitoring/metrics_auth.py) ----------
+# --- Prometheus metrics credentials (common/metrics_auth.py) ----------
 
 # A bearer token and/or basic auth; without either the metrics are open only with DEBUG.
 EDM_METRICS_TOKEN = env_str("EDM_METRICS_TOKEN")
@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_prometheus",
     "anymail",
+    "common",
     "accounts",
     "config",
     "contacts",
@@ -216,34 +217,34 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "edm.api.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "common.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
-        "edm.api.filters.DjangoFilterBackend",
+        "common.api.filters.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
     # JSON bodies are size-limited and depth-checked (DRF reads them from the
     # stream, past DATA_UPLOAD_MAX_MEMORY_SIZE); forms for the browsable API.
     "DEFAULT_PARSER_CLASSES": [
-        "edm.api.parsers.LimitedJSONParser",
+        "common.api.parsers.LimitedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_SCHEMA_CLASS": "edm.api.schema.AutoSchema",
-    "EXCEPTION_HANDLER": "edm.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "common.api.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "common.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     # Counted in the default cache: Redis (shared by every process) when REDIS_URL is set.
     "DEFAULT_THROTTLE_CLASSES": [
-        "edm.api.throttles.AnonRateThrottle",
-        "edm.api.throttles.UserRateThrottle",
+        "common.api.throttles.AnonRateThrottle",
+        "common.api.throttles.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_rate("EDM_THROTTLE_ANON", "600/min"),
         "user": env_rate("EDM_THROTTLE_USER", "6000/min"),
-        # Failed logins per client address and username at /api/auth/token/ (edm.api.throttles).
+        # Failed logins per client address and username at /api/auth/token/ (common.api.throttles).
         "login": env_rate("EDM_THROTTLE_LOGIN", "10/min"),
     },
     # Proxies in front of gunicorn that append to X-Forwarded-For: the client is

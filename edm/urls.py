@@ -14,6 +14,6 @@ urlpatterns = [
     path("u/<str:token>/", unsubscribe_view, name="unsubscribe"),
 ]
 
-handler400 = "edm.api.errors.bad_request"
-handler404 = "edm.api.errors.not_found"
-handler500 = "edm.api.errors.server_error"
+handler400 = "common.api.errors.bad_request"
+handler404 = "common.api.errors.not_found"
+handler500 = "common.api.errors.server_error"

@@ -2,10 +2,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from edm.admin_actions import Result, apply_to_each
-from edm.admin_readonly import ReadOnlyAdmin, all_fields
-from monitoring.models import Alert, TaskWaitMetric, WorkerHeartbeat
+from common.admin.actions import Result, apply_to_each
+from common.admin.readonly import ReadOnlyAdmin, all_fields
+from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
+from queues.models import TaskWaitMetric, WorkerHeartbeat
 
 
 @admin.register(TaskWaitMetric)

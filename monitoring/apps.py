@@ -11,5 +11,11 @@ class MonitoringConfig(AppConfig):
         # reads the database when scraped, never at start-up.
         from monitoring import checks  # noqa: F401  (registers the deployment checks)
         from monitoring.metrics import register_queue_collector
+        from monitoring.receivers import connect_receivers
+        from monitoring.sweeps import register_sweeps
 
         register_queue_collector()
+        # The queue and the reputation guards announce; monitoring raises the alerts
+        # and runs its sweeps with theirs (they never import monitoring).
+        connect_receivers()
+        register_sweeps()

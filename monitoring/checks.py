@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.checks import Tags, Warning, register
 
-from monitoring.metrics_auth import MetricsCredentials
+from common.metrics_auth import MetricsCredentials
 
 
 @register(Tags.security, deploy=True)

@@ -36,21 +36,8 @@ web process; any web process gives the same figures):
 - ``edm_queue_metrics_up`` gauge: 1 when the figures above could be read,
   0 when the database did not answer (the others are then absent).
 
-**Counted in the scheduler process** (``SCHEDULER_REGISTRY``, served by
-``run_scheduler --metrics-port N``; they describe what that process did since
-it started, so Prometheus sums them across processes):
-
-- ``edm_mails_sent_total{service}`` counter: mails handed over to a service;
-- ``edm_mails_failed_total{service,kind}`` counter: failed attempts, kind
-  ``transient`` (retried, or failed once out of retries) or ``permanent``;
-- ``edm_mails_suppressed_total`` counter: claimed recipients found on a
-  suppression list (marked suppressed, never sent);
-- ``edm_claim_seconds{result}`` histogram: one claim transaction, by result
-  (claimed, no_service, no_work, retry);
-- ``edm_send_seconds{outcome}`` histogram: one SMTP/ESP conversation;
-- ``edm_recovered_subtasks_total{rule}`` counter: claims given back by the
-  recovery sweeps that this process ran (rule dead_worker or timeout);
-- ``edm_first_send_wait_seconds`` histogram: queue entry to first send, per task.
+**Counted in the scheduler process**: ``queues.metrics`` (``SCHEDULER_REGISTRY``,
+served by ``run_scheduler --metrics-port N``).
 
 The DB collector stays out of the scheduler's registry, so a scrape of a
 scheduler never queries the database.
@@ -61,136 +48,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from collections.abc import Iterator
 
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    make_wsgi_app,
-    multiprocess,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.process_collector import ProcessCollector
 
-from monitoring.metrics_auth import MetricsCredentials, Verdict, protected_wsgi_app, refusal
+from common.metrics_auth import MetricsCredentials, Verdict, refusal
+from queues.metrics import recovered_by_rule
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_REGISTRY = CollectorRegistry()
-ProcessCollector(registry=SCHEDULER_REGISTRY)
-
-MAILS_SENT = Counter(
-    "edm_mails_sent", "Mails handed over to a service by this process.", ["service"], registry=SCHEDULER_REGISTRY
-)
-MAILS_FAILED = Counter(
-    "edm_mails_failed",
-    "Failed send attempts in this process, by service and kind (transient or permanent).",
-    ["service", "kind"],
-    registry=SCHEDULER_REGISTRY,
-)
-MAILS_SUPPRESSED = Counter(
-    "edm_mails_suppressed",
-    "Recipients this process's claims found on a suppression list (marked suppressed, never sent).",
-    registry=SCHEDULER_REGISTRY,
-)
-CLAIM_SECONDS = Histogram(
-    "edm_claim_seconds",
-    "Duration of one claim transaction, by result.",
-    ["result"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-    registry=SCHEDULER_REGISTRY,
-)
-SEND_SECONDS = Histogram(
-    "edm_send_seconds",
-    "Duration of one send (the SMTP or ESP conversation), by outcome.",
-    ["outcome"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-    registry=SCHEDULER_REGISTRY,
-)
-RATE_SLOTS_MISSED = Counter(
-    "edm_rate_slots_missed_total",
-    "Rate slots whose start window passed before the send could start (the mail was given back, unsent).",
-    registry=SCHEDULER_REGISTRY,
-)
-RECOVERED = Counter(
-    "edm_recovered_subtasks",
-    "Claimed subtasks given back to the queue by recovery, by rule.",
-    ["rule"],
-    registry=SCHEDULER_REGISTRY,
-)
-FIRST_SEND_WAIT = Histogram(
-    "edm_first_send_wait_seconds",
-    "Seconds from a task's queue entry to its first sent mail.",
-    # Around the alert thresholds (300, 600, 1800 s by default).
-    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
-    registry=SCHEDULER_REGISTRY,
-)
-
-_server_lock = threading.Lock()
-_server_port: int | None = None
 _collector_lock = threading.Lock()
 _collector_registered = False
-
-
-def count_send_results(results: Iterable[tuple[str, str]]) -> None:
-    """Count (service name, outcome) pairs of recorded send attempts."""
-    for service, outcome in results:
-        if outcome == "sent":
-            MAILS_SENT.labels(service).inc()
-        else:
-            MAILS_FAILED.labels(service, outcome).inc()
-
-
-def recovered_by_rule(counts: Mapping[str, int | float]) -> dict[str, int]:
-    """A recovery report's ``<rule>.<action>`` figures as subtasks given back, by rule."""
-    by_rule: dict[str, int] = {}
-    for key, n in counts.items():
-        rule, _, action = key.partition(".")
-        # stuck_task counts tasks, not subtasks; already_done means nothing was given back.
-        if rule != "stuck_task" and action != "already_done" and n:
-            by_rule[rule] = by_rule.get(rule, 0) + int(n)
-    return by_rule
-
-
-def count_recovered(counts: Mapping[str, int]) -> None:
-    """Count a recovery report in this process's edm_recovered_subtasks_total."""
-    for rule, n in recovered_by_rule(counts).items():
-        RECOVERED.labels(rule).inc(n)
-
-
-def start_scheduler_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
-    """Serve SCHEDULER_REGISTRY over HTTP on ``port`` (once per process), behind the metrics credentials.
-
-    prometheus_client's own server has no authentication, so its WSGI app is
-    served here behind the same check as the web's /metrics.
-    """
-    global _server_port
-    with _server_lock:
-        if _server_port is not None:
-            return
-        credentials = MetricsCredentials.from_settings()
-        app = protected_wsgi_app(make_wsgi_app(SCHEDULER_REGISTRY), credentials)
-        server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-        threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
-        _server_port = port
-    logger.info("scheduler metrics served", extra={"port": port, "authenticated": credentials.configured})
-    if not credentials.configured and not credentials.open_without_credentials:
-        logger.warning("scheduler metrics refuse every scrape: set EDM_METRICS_TOKEN", extra={"port": port})
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access-log line on stderr for every scrape."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 class QueueCollector:
@@ -325,8 +196,8 @@ REPUTATION_SERVICE_GAUGES = {
 
 def _reputation_metrics() -> Iterator[Metric]:
     """Bounce and complaint rates per service over the window; owners past a limit, counted by the sweep."""
+    from common.dbclock import db_now
     from deliverability.reputation import reputation_config, service_rates, window_start
-    from edm.dbclock import db_now
     from queues.models import EmailService, MaintenanceRun
 
     config = reputation_config()
@@ -361,7 +232,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     Under gunicorn (edm/gunicorn_conf.py) PROMETHEUS_MULTIPROC_DIR is set and each
     worker's figures are in files there; the queue's are read from the database.
     Otherwise (runserver, one process) the default registry holds both.
-    Scrapers authenticate (monitoring/metrics_auth.py).
+    Scrapers authenticate (common/metrics_auth.py).
     """
     credentials = MetricsCredentials.from_settings()
     verdict = credentials.check(request.headers.get("Authorization"))

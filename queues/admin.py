@@ -6,10 +6,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from edm.admin_actions import OneAtATimeDeleteAdmin, Result, apply_to_each
-from edm.admin_readonly import ReadOnlyAdmin, all_fields
-from edm.admin_saving import SaveChangedFieldsAdmin
-from edm.dbclock import db_now
+from common.admin.actions import OneAtATimeDeleteAdmin, Result, apply_to_each
+from common.admin.readonly import ReadOnlyAdmin, all_fields
+from common.admin.saving import SaveChangedFieldsAdmin
+from common.dbclock import db_now
 from queues.admin_task_progress import SUMMARY_FIELDS, TaskProgressAdmin
 from queues.api.serializers import EmailServiceSerializer
 from queues.models import EmailService, SendAttempt, SubTask, Task

@@ -16,6 +16,11 @@ class QueuesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from anymail.signals import tracking
+
+        from queues.esp_events import tracking_event_received
         from queues.models import EmailService
 
+        # ESP webhooks: an event about mail sent here may suppress its recipient.
+        tracking.connect(tracking_event_received, dispatch_uid="queues.esp_events.tracking_event_received")
         post_save.connect(_service_saved, sender=EmailService, dispatch_uid="queues.service_saved_wakes_schedulers")

@@ -15,8 +15,8 @@ from django.db import transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
-from edm.encrypted_fields import Ciphertext
-from edm.field_keys import KEYS_SETTING, FieldKeyError, is_current, rotate_token
+from common.encrypted_fields import Ciphertext
+from common.field_keys import KEYS_SETTING, FieldKeyError, is_current, rotate_token
 from queues.models import EmailService
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ deleted): the chunk's entries read out of the parts' JSON, each with its
 existing contact (held ``FOR KEY SHARE``), a list's missing contacts
 inserted, the subtasks inserted by ``INSERT … SELECT``. The ids (subtasks'
 and new contacts') are UUIDv7 built in SQL from stamps reserved in this
-process (``edm.ids``), in recipient order, and the Message-ID is the
+process (``common.ids``), in recipient order, and the Message-ID is the
 subtask id's hex as ``message_id_for`` writes it. SQLite goes through the
 ORM, chunk by chunk alike.
 """
@@ -47,12 +47,12 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F, QuerySet
 
+from common.dbclock import db_now
+from common.ids import uuid7, uuid7_stamps
 from contacts.exceptions import TagNotFound
 from contacts.models import Contact
 from contacts.tag_manager import ContactTagManager
-from edm.dbclock import db_now
-from edm.ids import uuid7, uuid7_stamps
-from monitoring.services.task_wait import TaskWaitMonitorService
+from queues.first_send_wait import TaskWaitMonitorService
 from queues.models import SubTask, Task, TaskRecipientPart
 from queues.rotation import user_queue_activate
 
@@ -230,7 +230,7 @@ def _staged_chunk(task: Task, size: int, now: dt.datetime) -> int:
 
 def _hex_stamp(stamp: str) -> str:
     """SQL for the first 16 hex digits of a UUIDv7 from ``stamp`` (48 bits of milliseconds and 12 of
-    counter, as in edm.ids) and the version."""
+    counter, as in common.ids) and the version."""
     return f"lpad(to_hex((({stamp} >> 12) << 16) | 28672 | ({stamp} & 4095)), 16, '0')"
 
 

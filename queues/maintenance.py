@@ -9,8 +9,12 @@ transaction, so a sweep killed half-way leaves nothing locked. (On SQLite the
 transaction's write lock serialises sweeps the same way.) ``maintenance_runs``
 records when each sweep last ran and what it did, so that several processes
 do not repeat a sweep that one of them has just done. Those moments, and the
-quota day, are the database's (``edm.dbclock``): a host whose clock is off
+quota day, are the database's (``common.dbclock``): a host whose clock is off
 neither repeats sweeps, nor skips them, nor resets a quota day early.
+
+Other apps add their sweeps with ``register_sweep`` from their AppConfig.ready()
+(monitoring: ``alert_waiting_tasks``, ``sample_queue``), so the queue runs them
+without importing them.
 """
 
 from __future__ import annotations
@@ -24,17 +28,13 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
 from deliverability.reputation import reputation_check
-from edm.dbclock import db_now
-from monitoring import metrics
-from monitoring.models import WorkerHeartbeat
-from monitoring.services.samples import queue_sample_take, queue_samples_prune
-from monitoring.services.task_wait import TaskWaitMonitorService
+from queues import metrics
 from queues.expansion import preparations_resume, tasks_prepare
-from queues.models import EmailService, MaintenanceRun, SendAttempt
+from queues.models import EmailService, MaintenanceRun, SendAttempt, WorkerHeartbeat
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import quota_day
 
@@ -63,17 +63,6 @@ def reset_quotas() -> dict:
         used_quota=0, quota_date=today
     )
     return {"services_reset": reset, "quota_day": today.isoformat()}
-
-
-def alert_waiting_tasks() -> dict:
-    return TaskWaitMonitorService.sweep_waiting_tasks()
-
-
-def sample_queue() -> dict:
-    # A chart's time stamp, compared with nothing another process wrote: the host's clock will do.
-    now = timezone.now()
-    queue_sample_take(now=now)
-    return {"samples_deleted": queue_samples_prune(now=now)}
 
 
 def prune() -> dict:
@@ -114,18 +103,6 @@ SWEEPS = {
             "recover_stuck", recover_stuck, 60, "The plan's recovery: stuck tasks re-queued, timed-out claims reset."
         ),
         Sweep("reset_quotas", reset_quotas, 60, "A new quota day starts from zero within a minute of its midnight."),
-        Sweep(
-            "alert_waiting_tasks",
-            alert_waiting_tasks,
-            60,
-            "Tasks still waiting for their first send raise their alert past each threshold.",
-        ),
-        Sweep(
-            "sample_queue",
-            sample_queue,
-            60,
-            "Queue depth and ready services are charted over the last hours; samples past a week are deleted.",
-        ),
         Sweep("prune", prune, 3600, "Old send attempts and dead heartbeats are deleted."),
         Sweep(
             "reputation_check",
@@ -142,6 +119,14 @@ SWEEPS = {
         ),
     ]
 }
+
+
+def register_sweep(sweep: Sweep) -> None:
+    """Add a sweep that another app runs with the queue's (monitoring registers its own in ready()).
+
+    It is run, scheduled and recorded like the queue's; registering a name again replaces it.
+    """
+    SWEEPS[sweep.name] = sweep
 
 
 def run_sweep(name: str, *, force: bool = False) -> dict | None:

@@ -5,11 +5,12 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from common.encrypted_fields import EncryptedJSONField, EncryptedTextField
+from common.ids import uuid7
 from deliverability.bounces import Bounce
-from edm.encrypted_fields import EncryptedJSONField, EncryptedTextField
-from edm.ids import uuid7
 from queues.backend_allowlist import validate_backend_path
 
 
@@ -37,7 +38,7 @@ class EmailService(models.Model):
     host = models.CharField(max_length=255, blank=True)
     port = models.PositiveIntegerField(default=587)
     username = models.CharField(max_length=255, blank=True)
-    # Write-only: never shown by the API, the admin list or the logs; encrypted at rest (edm.field_keys).
+    # Write-only: never shown by the API, the admin list or the logs; encrypted at rest (common.field_keys).
     password = EncryptedTextField(blank=True, plaintext_max_length=255)
     security = models.CharField(max_length=10, choices=Security.choices, default=Security.STARTTLS)
     timeout = models.FloatField(default=10.0, help_text="SMTP socket timeout in seconds.")
@@ -462,3 +463,83 @@ class ServiceConnectionGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker_id}: {self.connections} to {self.service_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per scheduler process, refreshed every few seconds while it runs.
+
+    Recovery treats the claims of a worker whose heartbeat went stale as
+    abandoned; health checks count live workers from here. Every moment here
+    is the database's clock.
+
+    ``last_seen_at`` is liveness: a worker whose recorder or claim loop has
+    made no progress for ``recovery.worker_dead_seconds`` stops refreshing it
+    (so recovery takes its claims back) while still reporting, through
+    ``reported_at`` and ``stalled_since``, that it is there and stuck.
+    """
+
+    worker_id = models.CharField(max_length=200, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    concurrency = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    in_flight = models.PositiveIntegerField(default=0)
+    sent = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    reported_at = models.DateTimeField(null=True, blank=True, help_text="Last heartbeat written, stalled or not.")
+    claim_progress_at = models.DateTimeField(null=True, blank=True, help_text="The claim loop last went round.")
+    recorder_progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="The recorder last wrote a batch, or had nothing to write."
+    )
+    recorder_failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="First failed write of the batch the recorder is still retrying."
+    )
+    stalled_since = models.DateTimeField(
+        null=True, blank=True, help_text="Set while the recorder or claim loop makes no progress; liveness stops."
+    )
+    stalled_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        db_table = "worker_heartbeats"
+        ordering = ["-last_seen_at"]
+        indexes = [models.Index(fields=["last_seen_at"], name="idx_worker_heartbeats_seen")]
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class TaskWaitMetric(models.Model):
+    """How long a task waited between entering the queue and its first send.
+
+    The columns are exactly the plan's ``task_wait_metrics`` table: task_id and
+    user_id are plain UUID columns without a database foreign key (the metric
+    outlives nothing and blocks no delete), exposed to the ORM as relations.
+    """
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        PROCESSING = "processing", "Processing"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, db_constraint=False, related_name="wait_metrics")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    queue_entry_time = models.DateTimeField()
+    first_send_time = models.DateTimeField(null=True, blank=True)
+    wait_duration_seconds = models.IntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.WAITING, db_default=Status.WAITING)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_wait_metrics"
+        ordering = ["-queue_entry_time"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.status}"

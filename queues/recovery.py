@@ -22,7 +22,7 @@ an operator. A subtask whose task was cancelled meanwhile ends ``cancelled``.
 A rate-limited service's slots are not given back: they are at most two seconds
 ahead (queues.scheduler.slots), and a later slot may have started already.
 
-Every moment compared here is the database's (``edm.dbclock``): a host whose
+Every moment compared here is the database's (``common.dbclock``): a host whose
 clock is off neither declares live workers dead nor misses dead ones.
 
 Recovery reads candidates (id and the claim token it saw), then resets each
@@ -42,10 +42,9 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Greatest
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
-from monitoring.models import WorkerHeartbeat
-from queues.models import EmailService, SubTask, Task
+from queues.models import EmailService, SubTask, Task, WorkerHeartbeat
 from queues.rotation import user_queue_activate
 from queues.scheduler.claim import quota_day
 from queues.scheduler.outcomes import retry_delay

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Max, Min
 
-from monitoring.models import TaskWaitMetric
-from queues.models import SendAttempt, SubTask
+from queues.models import SendAttempt, SubTask, TaskWaitMetric
 
 
 @dataclass

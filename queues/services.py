@@ -21,13 +21,13 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, Func, IntegerField, OuterRef, ProtectedError, QuerySet
 from django.utils import timezone
 
+from common.dbclock import db_now
+from common.errors import ConflictError, InputError
 from contacts.models import Contact, Tag
-from edm.dbclock import db_now
-from monitoring.models import Alert, TaskWaitMetric
-from monitoring.services.alerts import AlertManagerService
+from queues import signals
 from queues.expansion import INLINE_MAX, preparation_enqueue, recipients_stage, task_prepare_all
 from queues.expansion import message_id_for as message_id_for  # its home before queues.expansion
-from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, UserQueue
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskRecipientPart, TaskWaitMetric, UserQueue
 from queues.rotation import user_queue_activate
 from queues.templates import TemplateError, compile_template
 from queues.templates_check import TEMPLATE_FIELDS, template_variables_errors
@@ -53,7 +53,7 @@ class TaskError(Exception):
     """Base of the task lifecycle's domain errors."""
 
 
-class TaskValidationError(TaskError):
+class TaskValidationError(TaskError, InputError):
     """Input that cannot make a task; ``errors`` maps a field to its messages."""
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
@@ -61,7 +61,7 @@ class TaskValidationError(TaskError):
         super().__init__("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items()))
 
 
-class TaskStateError(TaskError):
+class TaskStateError(TaskError, ConflictError):
     """The object is not in a state that allows the action; ``errors`` names the fields refused, if any."""
 
     def __init__(self, message: str, errors: dict[str, list[str]] | None = None) -> None:
@@ -620,13 +620,7 @@ def task_fail(*, task_id: uuid.UUID, reason: str) -> bool:
         locked.failure_reason = reason
         locked.completed_at = now
         locked.save(update_fields=["status", "failure_reason", "completed_at", "updated_at"])
-    AlertManagerService.create_alert(
-        alert_type="task_failed",
-        severity=Alert.Severity.CRITICAL,
-        subject=f"task:{task_id}",
-        message=f"Task {locked.name} failed: {reason}",
-        details={"task_id": str(task_id), "user_id": str(locked.owner_id), "reason": reason},
-    )
+    signals.task_failed.send(sender=Task, task_id=task_id, name=locked.name, owner_id=locked.owner_id, reason=reason)
     logger.warning("task failed", extra={"task": str(task_id), "reason": reason})
     return True
 

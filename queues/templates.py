@@ -17,6 +17,8 @@ from typing import Any
 from django.template import Context, Engine, Template, TemplateSyntaxError
 from django.template.base import Lexer, TokenType
 
+from common.errors import InputError
+
 ALLOWED_TAGS = frozenset(
     {
         "if",
@@ -46,7 +48,7 @@ ALLOWED_TAGS = frozenset(
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(InputError, ValueError):
     """A subject or body template that cannot be used; the message says where and why."""
 
 

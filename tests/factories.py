@@ -10,8 +10,8 @@ from django.utils import timezone
 from accounts.models import User
 from config.models import ConfigItem
 from contacts.models import Contact, Tag
-from monitoring.models import Alert, QueueSample, TaskWaitMetric, WorkerHeartbeat
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from monitoring.models import Alert, QueueSample
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric, WorkerHeartbeat
 
 
 class UserFactory(factory.django.DjangoModelFactory[User]):

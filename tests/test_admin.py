@@ -32,9 +32,9 @@ def admin_client_logged_in(client, user_factory):
         "queues.emailservice",
         "queues.task",
         "queues.subtask",
-        "monitoring.taskwaitmetric",
+        "queues.taskwaitmetric",
         "monitoring.alert",
-        "monitoring.workerheartbeat",
+        "queues.workerheartbeat",
         "queues.sendattempt",
         "config.configitem",
     ],
@@ -130,7 +130,7 @@ def test_saving_a_service_keeps_what_the_scheduler_wrote_meanwhile(
     assert (service.used_quota, service.total_sent, service.next_available_at) == (42, 40, later)
 
 
-@pytest.mark.parametrize("model", ["monitoring.workerheartbeat", "queues.sendattempt", "monitoring.alert"])
+@pytest.mark.parametrize("model", ["queues.workerheartbeat", "queues.sendattempt", "monitoring.alert"])
 def test_system_written_rows_cannot_be_added_changed_or_deleted(admin_client_logged_in, model, monitoring_rows):
     from django.apps import apps
 

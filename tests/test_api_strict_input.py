@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.api.filters import EMPTY
 from contacts.models import Contact, Tag
-from edm.api.filters import EMPTY
 from queues.models import Task
 from tests.api_helpers import client_for
 

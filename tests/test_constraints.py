@@ -77,8 +77,7 @@ def test_one_tag_name_per_owner(tag, tag_factory):
 
 def test_table_names_follow_the_plan(task_wait_metric, subtask, tag, contact, config_item):
     from config.models import ConfigItem
-    from monitoring.models import TaskWaitMetric
-    from queues.models import Task
+    from queues.models import Task, TaskWaitMetric
 
     assert {m._meta.db_table for m in (EmailService, Task, SubTask, TaskWaitMetric, Contact, Tag, ConfigItem)} == {
         "email_services",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from monitoring.models import Alert, QueueSample, TaskWaitMetric
-from queues.models import SendAttempt, SubTask, Task
+from monitoring.models import Alert, QueueSample
+from queues.models import SendAttempt, SubTask, Task, TaskWaitMetric
 from tests.factories import (
     AlertFactory,
     EmailServiceFactory,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edm.dbclock import db_now
+from common.dbclock import db_now
 from tests.processes import child_environment, skewed_clock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,8 @@ def test_db_now_is_aware_utc():
 def test_db_now_ignores_a_skewed_host_clock():
     """A process whose clock is an hour ahead still reads the database's time."""
     script = (
-        "import django, time; django.setup();from edm.dbclock import db_now; print(db_now().timestamp() - time.time())"
+        "import django, time; django.setup();"
+        "from common.dbclock import db_now; print(db_now().timestamp() - time.time())"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],

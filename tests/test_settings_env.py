@@ -12,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from common.field_keys import derived_debug_key
 from edm.env import (
     EnvError,
     env_bool,
@@ -26,7 +27,6 @@ from edm.env import (
     env_redis_url,
     env_timezone,
 )
-from edm.field_keys import derived_debug_key
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_KEY = Fernet.generate_key().decode()

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
+from common.api.strict_input import StrictInputMixin
 from config.models import ConfigChange
-from edm.api.strict_input import StrictInputMixin
 
 
 class SettingSerializer(serializers.Serializer):

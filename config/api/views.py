@@ -15,11 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api.filters import IsoDateTimeFilter
 from config.api.serializers import ConfigChangeSerializer, SettingSerializer, SettingUpdateSerializer
 from config.models import ConfigChange, ConfigItem
 from config.registry import CATEGORIES, REGISTRY, Setting
 from config.services import ConfigManagerService, describe_setting
-from edm.api.filters import IsoDateTimeFilter
 
 SOURCE = ConfigChange.Source.API
 
@@ -82,7 +82,7 @@ class SettingDetailView(APIView):
         body = SettingUpdateSerializer(data=request.data, partial=partial)
         body.is_valid(raise_exception=True)
         if "value" in body.validated_data:
-            # ConfigValidationError becomes a 400 with the message (edm.api.errors).
+            # ConfigValidationError becomes a 400 with the message (common.api.errors).
             value = body.validated_data["value"]
             ConfigManagerService.set_config(category, key, value, user=request.user, source=SOURCE)
         return Response(SettingSerializer(_describe(setting)).data)

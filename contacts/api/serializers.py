@@ -6,10 +6,10 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.api.fields import EmailStringField
+from common.api.strict_input import StrictInputMixin
 from contacts.models import Contact, Tag
 from contacts.services import contact_create, contact_update, tag_create, tag_rename
-from edm.api.fields import EmailStringField
-from edm.api.strict_input import StrictInputMixin
 
 
 class ContactSerializer(StrictInputMixin, serializers.ModelSerializer):

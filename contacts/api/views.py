@@ -14,6 +14,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.parsers import CSVTextParser, csv_import_text
+from common.api.scoping import OwnerScopedMixin
 from contacts.api import serializers
 from contacts.api.filters import ContactFilter, TagFilter
 from contacts.csv_import import contacts_import_csv
@@ -21,8 +23,6 @@ from contacts.exceptions import ContactNotFound
 from contacts.models import Contact, Tag
 from contacts.services import contact_delete, tag_remove_contacts
 from contacts.tag_manager import ContactTagManager
-from edm.api.parsers import CSVTextParser, csv_import_text
-from edm.api.scoping import OwnerScopedMixin
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 

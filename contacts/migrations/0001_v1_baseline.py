@@ -11,7 +11,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-from edm.migration_ops import RunSQLPerVendor
+from common.migration_ops import RunSQLPerVendor
 
 
 class Migration(migrations.Migration):

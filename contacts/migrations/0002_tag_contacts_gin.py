@@ -12,7 +12,7 @@ scan. Membership writes rewrite a whole list anyway; searches stay ~0.1 ms.
 
 from django.db import migrations
 
-from edm.migration_ops import RunSQLPerVendor
+from common.migration_ops import RunSQLPerVendor
 
 
 class Migration(migrations.Migration):

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 from django.db import migrations
 
-from edm.migration_ops import RunSQLPerVendor
+from common.migration_ops import RunSQLPerVendor
 
 BATCH = 1000
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import django_filters
 
+from common.api.filters import IsoDateTimeFilter
 from deliverability.models import Suppression
-from edm.api.filters import IsoDateTimeFilter
 
 
 class SuppressionFilter(django_filters.FilterSet):

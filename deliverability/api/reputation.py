@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api.filters import NonEmptyQueryMixin
 from deliverability.reputation import (
     Rates,
     owner_rates,
@@ -23,7 +24,6 @@ from deliverability.reputation import (
     services_table,
     window_start,
 )
-from edm.api.filters import NonEmptyQueryMixin
 
 
 class ReputationQuerySerializer(NonEmptyQueryMixin, serializers.Serializer):

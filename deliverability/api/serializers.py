@@ -5,12 +5,12 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.api.fields import EmailStringField
+from common.api.strict_input import StrictInputMixin
 from contacts.services import email_errors
 from deliverability.models import Suppression
 from deliverability.suppression_csv import MAX_DETAIL
 from deliverability.suppressions import email_normalise
-from edm.api.fields import EmailStringField
-from edm.api.strict_input import StrictInputMixin
 
 
 class SuppressionSerializer(serializers.ModelSerializer):

@@ -21,14 +21,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from common.api.filters import refuse_empty
+from common.api.parsers import CSVTextParser, csv_import_text
+from common.api.scoping import PARSERS
 from deliverability.api import serializers
 from deliverability.api.filters import SuppressionFilter
 from deliverability.models import Suppression
 from deliverability.suppression_csv import suppressions_export_csv, suppressions_import_csv
 from deliverability.suppressions import suppression_add, suppression_remove
-from edm.api.filters import refuse_empty
-from edm.api.parsers import CSVTextParser, csv_import_text
-from edm.api.scoping import PARSERS
 
 SOURCE = "api"
 SCOPES = ("own", "platform")
@@ -66,7 +66,7 @@ class SuppressionViewSet(
     """Addresses the scheduler never sends to: checked at every claim, whenever they were added."""
 
     parser_classes = PARSERS
-    # Documented as a 403 of every operation (edm.api.schema).
+    # Documented as a 403 of every operation (common.api.schema).
     forbidden_reason = "the platform-wide list (scope=platform) is staff only"
     queryset = Suppression.objects.all()
     serializer_class = serializers.SuppressionSerializer

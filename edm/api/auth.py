@@ -11,9 +11,9 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from edm.api.parsers import LimitedJSONParser
-from edm.api.strict_input import StrictInputMixin
-from edm.api.throttles import AnonRateThrottle, LoginFailureThrottle
+from common.api.parsers import LimitedJSONParser
+from common.api.strict_input import StrictInputMixin
+from common.api.throttles import AnonRateThrottle, LoginFailureThrottle
 
 
 class AuthTokenSerializer(StrictInputMixin, serializers.AuthTokenSerializer):

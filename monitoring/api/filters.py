@@ -1,6 +1,7 @@
 import django_filters
 
-from monitoring.models import Alert, TaskWaitMetric
+from monitoring.models import Alert
+from queues.models import TaskWaitMetric
 
 
 class AlertFilter(django_filters.FilterSet):

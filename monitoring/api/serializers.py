@@ -8,9 +8,10 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from edm.api.filters import NonEmptyQueryMixin
-from monitoring.models import Alert, TaskWaitMetric
+from common.api.filters import NonEmptyQueryMixin
+from monitoring.models import Alert
 from monitoring.services.performance import BUCKETS
+from queues.models import TaskWaitMetric
 
 DEFAULT_WINDOW = dt.timedelta(hours=1)
 

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from edm.api.schema import conflict
+from common.api.schema import conflict
 from monitoring.api.filters import AlertFilter, TaskWaitMetricFilter
 from monitoring.api.serializers import (
     AlertSerializer,
@@ -28,11 +28,12 @@ from monitoring.api.serializers import (
     ServiceUsageListSerializer,
     TaskWaitMetricSerializer,
 )
-from monitoring.models import Alert, TaskWaitMetric
+from monitoring.models import Alert
 from monitoring.services.alerts import AlertManagerService
 from monitoring.services.health import UNHEALTHY, system_health
 from monitoring.services.performance import performance_series, queue_depth_series
 from monitoring.services.system import SystemMonitorService
+from queues.models import TaskWaitMetric
 
 
 class Conflict(exceptions.APIException):

@@ -29,8 +29,8 @@ from django.db.models import Count
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
-from monitoring.models import QueueSample, TaskWaitMetric
-from queues.models import SendAttempt
+from monitoring.models import QueueSample
+from queues.models import SendAttempt, TaskWaitMetric
 
 BUCKETS: dict[str, tuple[dt.timedelta, type]] = {
     "minute": (dt.timedelta(minutes=1), TruncMinute),

@@ -17,8 +17,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from config.services import get_config_by_category
-from monitoring.models import TaskWaitMetric, WorkerHeartbeat
-from queues.models import EmailService, SubTask, Task
+from queues.models import EmailService, SubTask, Task, TaskWaitMetric, WorkerHeartbeat
 from queues.scheduler.claim import quota_day
 
 # Statuses whose subtasks are still queue work; sent/failed/cancelled rows are

@@ -8,8 +8,7 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
-from monitoring.models import TaskWaitMetric
-from queues.models import SubTask, Task
+from queues.models import SubTask, Task, TaskWaitMetric
 from queues.services import task_progress
 
 DONE = SubTask.TERMINAL

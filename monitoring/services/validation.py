@@ -39,12 +39,12 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import User
+from common.metrics_auth import MetricsCredentials
 from config.services import get_config_by_category
-from monitoring.metrics_auth import MetricsCredentials
-from monitoring.models import QueueSample, TaskWaitMetric
+from monitoring.models import QueueSample
 from monitoring.services.health import DEGRADED, HEALTHY, OK, SKIPPED, system_health
 from monitoring.services.system import SystemMonitorService
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric
 from queues.services import TaskStateError, task_cancel, task_create
 
 CHECKS = ("health", "end-to-end", "monitoring", "throughput")

@@ -5,7 +5,7 @@ from django import forms
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema_field
 
-from edm.api.filters import IsoDateTimeFilter, StrictBooleanFilter
+from common.api.filters import IsoDateTimeFilter, StrictBooleanFilter
 from queues.models import EmailService, SubTask, Task
 
 SMALLINT = {"min_value": -32768, "max_value": 32767}

@@ -9,12 +9,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.api.fields import EmailOrBlankField
+from common.api.strict_input import StrictInputMixin
 from contacts.models import Tag
 from contacts.services import EMAIL_MAX, json_problem
-from edm.api.fields import EmailOrBlankField
-from edm.api.strict_input import StrictInputMixin
-from monitoring.models import TaskWaitMetric
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric
 from queues.services import MAX_BODY, MAX_SUBJECT, task_progress
 
 SMALLINT = (-32768, 32767)

@@ -11,12 +11,11 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from edm.api.schema import conflict
-from edm.api.scoping import PARSERS, OwnerScopedMixin
-from monitoring.models import TaskWaitMetric
+from common.api.schema import conflict
+from common.api.scoping import PARSERS, OwnerScopedMixin
 from queues.api import serializers
 from queues.api.filters import EmailServiceFilter, SubTaskFilter, TaskFilter
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric
 from queues.services import (
     service_delete,
     service_reset_quota,

@@ -7,7 +7,7 @@ keeps accepting writes; hence not atomic. Plain CREATE INDEX on SQLite.
 from django.db import migrations, models
 from django.db.models import Q
 
-from edm.migration_ops import AddIndexConcurrentlyOnPostgres
+from common.migration_ops import AddIndexConcurrentlyOnPostgres
 
 
 class Migration(migrations.Migration):

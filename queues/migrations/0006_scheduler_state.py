@@ -11,7 +11,7 @@ from django.db import migrations, models
 from django.db.models import F
 from django.utils import timezone
 
-import edm.ids
+import common.ids
 
 
 def fill_claim_state(apps, schema_editor):
@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="SendAttempt",
             fields=[
-                ("id", models.UUIDField(default=edm.ids.uuid7, editable=False, primary_key=True, serialize=False)),
+                ("id", models.UUIDField(default=common.ids.uuid7, editable=False, primary_key=True, serialize=False)),
                 ("worker_id", models.CharField(max_length=200)),
                 ("started_at", models.DateTimeField()),
                 ("finished_at", models.DateTimeField()),
@@ -93,7 +93,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="subtask",
             name="id",
-            field=models.UUIDField(default=edm.ids.uuid7, editable=False, primary_key=True, serialize=False),
+            field=models.UUIDField(default=common.ids.uuid7, editable=False, primary_key=True, serialize=False),
         ),
         migrations.RunPython(fill_claim_state, migrations.RunPython.noop),
         migrations.AddField(

@@ -4,7 +4,7 @@ import django.utils.timezone
 from django.db import migrations, models
 from django.db.models import Q
 
-from edm.migration_ops import AddIndexConcurrentlyOnPostgres
+from common.migration_ops import AddIndexConcurrentlyOnPostgres
 
 
 class Migration(migrations.Migration):

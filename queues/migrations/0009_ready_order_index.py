@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-from edm.migration_ops import AddIndexConcurrentlyOnPostgres
+from common.migration_ops import AddIndexConcurrentlyOnPostgres
 
 
 class Migration(migrations.Migration):

@@ -15,10 +15,10 @@ import json
 
 from django.db import migrations, models
 
-import edm.encrypted_fields
+import common.encrypted_fields
 import queues.backend_allowlist
-from edm.field_keys import decrypt_text, encrypt_text
-from edm.migration_ops import RunSQLPerVendor
+from common.field_keys import decrypt_text, encrypt_text
+from common.migration_ops import RunSQLPerVendor
 
 # version byte 0x80 + timestamp + IV + at least one AES block + HMAC
 _TOKEN_MIN_BYTES = 1 + 8 + 16 + 16 + 32
@@ -86,12 +86,12 @@ class Migration(migrations.Migration):
                 migrations.AlterField(
                     model_name="emailservice",
                     name="password",
-                    field=edm.encrypted_fields.EncryptedTextField(blank=True, plaintext_max_length=255),
+                    field=common.encrypted_fields.EncryptedTextField(blank=True, plaintext_max_length=255),
                 ),
                 migrations.AlterField(
                     model_name="emailservice",
                     name="backend_options",
-                    field=edm.encrypted_fields.EncryptedJSONField(blank=True, default=dict),
+                    field=common.encrypted_fields.EncryptedJSONField(blank=True, default=dict),
                 ),
                 migrations.AlterField(
                     model_name="emailservice",

@@ -39,8 +39,8 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
 from queues.models import EmailService, SubTask, Task, UserQueue
 from queues.rotation import PG_TURN, next_turn, user_queue_activate, user_queue_defer
 from queues.scheduler import pgsql

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
 from queues.models import EmailService, ServiceConnectionGrant
 
 # The part of a grant's lifetime the process keeps for itself: it stops

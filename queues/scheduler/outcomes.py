@@ -37,6 +37,8 @@ from django.db.models import Case, DateTimeField, DecimalField, F, IntegerField,
 from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, Round
 from django.utils import timezone
 
+from common.dbclock import db_now
+from common.ids import uuid7
 from deliverability.bounces import Bounce
 from deliverability.models import Suppression
 from deliverability.reputation import (
@@ -50,10 +52,8 @@ from deliverability.reputation import (
     task_tally_check,
 )
 from deliverability.suppressions import SuppressionEntry, suppressions_add_many
-from edm.dbclock import db_now
-from edm.ids import uuid7
-from monitoring.services.alerts import AlertManagerService
-from monitoring.services.task_wait import TaskWaitMonitorService
+from queues import signals
+from queues.first_send_wait import TaskWaitMonitorService
 from queues.models import EmailService, SendAttempt, SubTask, Task
 from queues.rotation import user_queue_activate
 from queues.scheduler import pgsql
@@ -248,12 +248,8 @@ class OutcomeRecorder:
             SubTask.objects.filter(pk=result.item.id, claim_token=result.token, status__in=CLAIMED).update(
                 status=SubTask.Status.PARKED, error_message=reason, claim_token=None, updated_at=Now()
             )
-            AlertManagerService.create_alert(
-                alert_type="outcome_unrecordable",
-                severity="critical",
-                subject=f"subtask:{result.item.id}",
-                message=f"The outcome of subtask {result.item.id} could not be recorded; it is parked. {reason}",
-                details={"subtask_id": str(result.item.id), "task_id": str(result.item.task_id), "error": error},
+            signals.outcome_unrecordable.send(
+                sender=SubTask, subtask_id=result.item.id, task_id=result.item.task_id, reason=reason, error=error
             )
         except CONNECTION_ERRORS:
             raise
@@ -276,7 +272,7 @@ class OutcomeRecorder:
         with transaction.atomic():
             for service_id, name, consecutive, before, any_ok in summary.services:
                 if any_ok and before:
-                    AlertManagerService.resolve_alert(alert_type="service_failing", subject=f"service:{service_id}")
+                    signals.service_recovered.send(sender=EmailService, service_id=service_id)
                 elif not any_ok:
                     self._maybe_back_off(service_id, name, consecutive, queue_config)
             self._after_commit(summary.applied, timezone.now(), summary)
@@ -614,15 +610,8 @@ class OutcomeRecorder:
         )
         if not backed_off:
             return
-        AlertManagerService.create_alert(
-            alert_type="service_failing",
-            severity="critical",
-            subject=f"service:{service_id}",
-            message=(
-                f"Service {name} failed {consecutive} sends in a row; "
-                f"it backs off for {delay:.0f} s and is tried again after that."
-            ),
-            details={"service_id": str(service_id), "consecutive_failures": consecutive, "backoff_seconds": delay},
+        signals.service_failing.send(
+            sender=EmailService, service_id=service_id, name=name, consecutive=consecutive, backoff_seconds=delay
         )
         logger.warning("service backing off", extra={"service": name, "failures": consecutive, "seconds": delay})
         # Another worker's success may have been recorded between this batch's
@@ -632,7 +621,7 @@ class OutcomeRecorder:
             pk=service_id, consecutive_failures__lt=queue_config["service_failure_threshold"]
         ).exists()
         if recovered:
-            AlertManagerService.resolve_alert(alert_type="service_failing", subject=f"service:{service_id}")
+            signals.service_recovered.send(sender=EmailService, service_id=service_id)
 
     # --- tasks -----------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.module_loading import import_string
 
+from common.field_keys import FieldKeyError
 from deliverability.bounces import Bounce, bounce_class
-from edm.field_keys import FieldKeyError
 from queues.backend_allowlist import backend_refusal
 from queues.models import EmailService
 from queues.scheduler.messages import RenderedMail

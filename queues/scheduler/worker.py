@@ -47,12 +47,11 @@ from django.db.models import Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
-from monitoring import metrics
-from monitoring.models import WorkerHeartbeat
+from queues import metrics
 from queues.expansion import preparations_pending
-from queues.models import EmailService, SubTask, Task, UserQueue
+from queues.models import EmailService, SubTask, Task, UserQueue, WorkerHeartbeat
 from queues.scheduler.claim import (
     Claim,
     ClaimedSubTask,

@@ -17,8 +17,8 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from common.ids import uuid7
 from deliverability.models import Suppression
-from edm.ids import uuid7
 from queues.expansion import message_id_for
 from tests.factories import EmailServiceFactory, SubTaskFactory, TaskFactory, UserFactory
 

@@ -513,7 +513,7 @@ def exported_metric_names(client, email_service) -> set[str]:
     from prometheus_client import generate_latest
     from prometheus_client.metrics import MetricWrapperBase
 
-    from monitoring import metrics
+    from queues import metrics
 
     client.get("/api/monitoring/system-health")  # so the per-view HTTP metrics have a sample
     response = client.get("/metrics", **METRICS_AUTH)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from django.db.models import Count, Max
 
-from edm.dbclock import db_now
+from common.dbclock import db_now
 from queues.models import EmailService, MaintenanceRun, SubTask, Task, UserQueue
 from tests.faults.chaos_relay import Arrival
 

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from monitoring.models import WorkerHeartbeat
 from queues.expansion import tasks_prepare
-from queues.models import EmailService, SubTask, Task
+from queues.models import EmailService, SubTask, Task, WorkerHeartbeat
 from queues.services import task_create
 from tests.faults import chaos
 from tests.faults.chaos import Finding, Gap, Incarnation, Sample, ServiceTimeline, SoakFigures, scaled

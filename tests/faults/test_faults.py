@@ -24,8 +24,8 @@ import pytest
 from django.utils import timezone
 
 from config.services import get_config_by_category
-from monitoring.models import Alert, WorkerHeartbeat
-from queues.models import EmailService, SendAttempt, SubTask
+from monitoring.models import Alert
+from queues.models import EmailService, SendAttempt, SubTask, WorkerHeartbeat
 from queues.recovery import FailureRecoveryService, RecoveryReport
 from queues.scheduler.claim import ClaimedSubTask, claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult

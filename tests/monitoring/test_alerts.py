@@ -11,14 +11,15 @@ from django.db import transaction
 from monitoring.models import Alert
 from monitoring.services import notifications
 from monitoring.services.alerts import AlertManagerService
-from monitoring.services.task_wait import TaskWaitMonitorService
+from monitoring.services.wait_alerts import alert_waiting_tasks
+from queues.first_send_wait import TaskWaitMonitorService
 
 ENTERED = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone.utc)
 
 
 def sweep_at(seconds: float) -> dict:
     with time_machine.travel(ENTERED + dt.timedelta(seconds=seconds), tick=False):
-        return TaskWaitMonitorService.sweep_waiting_tasks()
+        return alert_waiting_tasks()
 
 
 def waiting_alerts():

@@ -13,7 +13,7 @@ import pytest
 import time_machine
 from django.db import OperationalError
 
-from edm.api.filters import EMPTY
+from common.api.filters import EMPTY
 from monitoring.models import Alert
 from monitoring.services import health
 from tests.factories import QueueSampleFactory

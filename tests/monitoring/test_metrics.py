@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from monitoring import metrics
+from queues import metrics as scheduler_metrics
 from queues.maintenance import run_sweep
 from queues.models import SubTask
 from queues.services import task_create
@@ -95,12 +96,14 @@ def test_the_sweeps_runs_and_recoveries_are_read_from_the_database(email_service
 
 
 def sample(name: str, **labels: str) -> float:
-    return metrics.SCHEDULER_REGISTRY.get_sample_value(name, labels) or 0.0
+    return scheduler_metrics.SCHEDULER_REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_recovered_counts_subtasks_by_rule():
     before = sample("edm_recovered_subtasks_total", rule="dead_worker")
-    metrics.count_recovered({"dead_worker.requeued": 2, "dead_worker.already_done": 5, "stuck_task.requeued": 1})
+    scheduler_metrics.count_recovered(
+        {"dead_worker.requeued": 2, "dead_worker.already_done": 5, "stuck_task.requeued": 1}
+    )
     assert sample("edm_recovered_subtasks_total", rule="dead_worker") - before == 2
     assert sample("edm_recovered_subtasks_total", rule="stuck_task") == 0
 

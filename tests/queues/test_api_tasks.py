@@ -7,12 +7,11 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
 from contacts.models import Contact
 from contacts.tag_manager import ContactTagManager
-from edm.dbclock import db_now
-from monitoring.models import TaskWaitMetric
-from queues.models import SubTask, Task
+from queues.models import SubTask, Task, TaskWaitMetric
 from queues.scheduler.claim import claim_subtasks
 from queues.services import MAX_BODY, MAX_SUBJECT
 from tests.api_helpers import client_for

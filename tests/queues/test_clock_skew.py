@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
 from queues.models import SubTask, UserQueue
 from queues.scheduler.claim import claim_subtasks, quota_day
 from queues.services import task_create

@@ -14,8 +14,8 @@ from django.db.models import Sum
 from django.db.models.functions import Now
 from django.urls import reverse
 
+from common.dbclock import db_now
 from config.services import ConfigManagerService
-from edm.dbclock import db_now
 from queues.models import EmailService, ServiceConnectionGrant
 from queues.scheduler import connections as grants_module
 from queues.scheduler.connections import SAFETY_FRACTION, ConnectionGrants, Share, fair_shares, grant_lifetime

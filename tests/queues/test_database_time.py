@@ -12,11 +12,10 @@ import datetime as dt
 import pytest
 import time_machine
 
+from common.dbclock import db_now
 from config.services import get_config_by_category
-from edm.dbclock import db_now
-from monitoring.models import WorkerHeartbeat
 from queues.maintenance import due_sweeps, run_sweep
-from queues.models import MaintenanceRun
+from queues.models import MaintenanceRun, WorkerHeartbeat
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import claim_subtasks
 from queues.services import task_create

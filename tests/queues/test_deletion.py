@@ -15,8 +15,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from contacts.models import Contact, Tag
-from monitoring.models import TaskWaitMetric
-from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric, UserQueue
 from queues.services import InFlightError, service_delete, task_create, task_delete, user_erase
 from tests.api_helpers import client_for
 from tests.processes import child_environment

@@ -12,11 +12,10 @@ from config.services import get_config_by_category
 from contacts.models import Contact, Tag
 from contacts.services import contacts_delete
 from contacts.tag_manager import ContactTagManager
-from monitoring.models import TaskWaitMetric
 from queues import expansion
 from queues.expansion import task_prepare_chunk, tasks_prepare
 from queues.maintenance import MaintenanceThread
-from queues.models import SubTask, Task, TaskRecipientPart, UserQueue
+from queues.models import SubTask, Task, TaskRecipientPart, TaskWaitMetric, UserQueue
 from queues.scheduler.claim import claim_subtasks
 from queues.services import message_id_for, task_cancel, task_create, tasks_complete_if_done
 from tests.api_helpers import client_for

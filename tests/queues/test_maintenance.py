@@ -13,9 +13,9 @@ from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from monitoring.models import Alert, WorkerHeartbeat
+from monitoring.models import Alert
 from queues.maintenance import SWEEPS, due_sweeps, run_sweep
-from queues.models import EmailService, MaintenanceRun, SendAttempt
+from queues.models import EmailService, MaintenanceRun, SendAttempt, WorkerHeartbeat
 from queues.services import task_create, task_pause
 from queues.tasks import run_sweep_task
 from tests.processes import run_in_processes
@@ -83,7 +83,7 @@ def test_waiting_tasks_raise_escalate_and_resolve_their_alert(user, email_servic
     assert sweep(1801) == [(f"task:{task.pk}", "emergency", "open")]
     assert Alert.objects.get(alert_type="task_waiting").occurrences == 3
     task.subtasks.update(status="sent", service=email_service)
-    from monitoring.services.task_wait import TaskWaitMonitorService
+    from queues.first_send_wait import TaskWaitMonitorService
 
     TaskWaitMonitorService.record_first_send(task_id=task.pk, send_time=start + dt.timedelta(seconds=1900))
     assert sweep(1900)[0][2] == "resolved"

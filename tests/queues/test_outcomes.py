@@ -11,10 +11,10 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from common.ids import uuid7
 from config.services import get_config_by_category
-from edm.ids import uuid7
-from monitoring.models import Alert, TaskWaitMetric
-from queues.models import EmailService, SendAttempt, SubTask, Task, UserQueue
+from monitoring.models import Alert
+from queues.models import EmailService, SendAttempt, SubTask, Task, TaskWaitMetric, UserQueue
 from queues.scheduler.claim import claim_subtasks
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult, retry_delay
 from queues.scheduler.transports import PERMANENT, SENT, TRANSIENT, Delivery

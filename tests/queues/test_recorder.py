@@ -15,9 +15,9 @@ from django.test import Client
 from django.utils import timezone
 
 from config.services import ConfigManagerService, get_config_by_category
-from monitoring.models import Alert, WorkerHeartbeat
+from monitoring.models import Alert
 from monitoring.services.health import system_health
-from queues.models import EmailService, SendAttempt, SubTask, Task
+from queues.models import EmailService, SendAttempt, SubTask, Task, WorkerHeartbeat
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import claim_subtasks
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult

@@ -9,8 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from config.services import get_config_by_category
-from monitoring.models import WorkerHeartbeat
-from queues.models import EmailService, SubTask, Task, UserQueue
+from queues.models import EmailService, SubTask, Task, UserQueue, WorkerHeartbeat
 from queues.recovery import FailureRecoveryService
 from queues.scheduler.claim import claim_subtasks, claims_start
 from queues.scheduler.outcomes import OutcomeRecorder, SendResult

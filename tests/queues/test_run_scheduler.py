@@ -9,8 +9,7 @@ from collections import Counter
 import pytest
 from django.core.management import call_command
 
-from monitoring.models import WorkerHeartbeat
-from queues.models import SubTask, Task
+from queues.models import SubTask, Task, WorkerHeartbeat
 from queues.services import task_create
 from tests.processes import child_environment
 from tests.schedulers import ROOT

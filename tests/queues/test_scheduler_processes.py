@@ -10,9 +10,9 @@ from collections import Counter, defaultdict
 import pytest
 from django.utils import timezone
 
-from monitoring.models import Alert, WorkerHeartbeat
+from monitoring.models import Alert
 from queues.expansion import tasks_prepare
-from queues.models import SendAttempt, SubTask, Task
+from queues.models import SendAttempt, SubTask, Task, WorkerHeartbeat
 from queues.services import task_cancel, task_create, task_pause, task_resume
 from tests.schedulers import wait_until
 

@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from contacts.models import Contact
 from contacts.tag_manager import ContactTagManager
-from monitoring.models import TaskWaitMetric
-from queues.models import SubTask, Task, UserQueue
+from queues.models import SubTask, Task, TaskWaitMetric, UserQueue
 from queues.services import (
     TaskStateError,
     TaskValidationError,

@@ -8,8 +8,7 @@ import pytest
 from django.utils import timezone
 
 from config.services import get_config_by_category
-from monitoring.models import TaskWaitMetric
-from queues.models import SubTask, Task, UserQueue
+from queues.models import SubTask, Task, TaskWaitMetric, UserQueue
 from queues.scheduler.claim import claim_subtasks
 from queues.services import TaskStateError, TaskValidationError, task_create, task_retry_failed, task_update
 

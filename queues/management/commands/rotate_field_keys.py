@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from edm.field_keys import FieldKeyError
+from common.field_keys import FieldKeyError
 from queues.credential_rotation import credentials_rotate
 
 

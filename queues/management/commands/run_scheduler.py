@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from monitoring.metrics import start_scheduler_metrics_server
+from queues.metrics_server import start_scheduler_metrics_server
 from queues.scheduler.worker import SchedulerWorker, new_worker_id
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Model, QuerySet
 
-from edm.api.parsers import LimitedJSONParser
+from common.api.parsers import LimitedJSONParser
 
 # JSON only, with a size and depth bound: one documented body format per operation.
 PARSERS = [LimitedJSONParser]

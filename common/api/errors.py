@@ -3,8 +3,8 @@
 Every error response is JSON with a ``detail`` message; validation errors also
 carry ``errors``: {field: [messages]}. Domain errors raised by the service
 functions map onto 400 (invalid input), 404 (unknown object) or 409 (the
-object's state does not allow the action); stored credentials that the
-configured keys cannot decrypt onto 503.
+object's state does not allow the action) by their base in ``common.errors``; stored
+credentials that the configured keys cannot decrypt onto 503.
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from config.registry import ConfigValidationError
-from contacts.exceptions import ContactNotFound, ContactsError, TagNotFound
-from edm.field_keys import FieldKeyError
-from queues.services import TaskStateError, TaskValidationError
-from queues.templates import TemplateError
+from common.errors import ConflictError, InputError, NotFoundError
+from common.field_keys import FieldKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +35,11 @@ def _flatten(detail: Any) -> str:
 
 
 def _domain_error(exc: Exception) -> exceptions.APIException | None:
-    if isinstance(exc, TaskValidationError):
-        return exceptions.ValidationError(exc.errors)
-    if isinstance(exc, (ConfigValidationError, TemplateError)):
-        return exceptions.ValidationError({"detail": [str(exc)]})
-    if isinstance(exc, (TagNotFound, ContactNotFound)):
+    if isinstance(exc, NotFoundError):
         return exceptions.NotFound(str(exc))
-    if isinstance(exc, ContactsError):
-        return exceptions.ValidationError({"detail": [str(exc)]})
-    if isinstance(exc, TaskStateError):
+    if isinstance(exc, InputError):
+        return exceptions.ValidationError(exc.errors or {"detail": [str(exc)]})
+    if isinstance(exc, ConflictError):
         conflict = exceptions.APIException(str(exc))
         conflict.status_code = status.HTTP_409_CONFLICT
         return conflict

@@ -1,7 +1,7 @@
 """The OpenAPI schema says what the API really does: its error answers, and its body rules.
 
 AutoSchema (REST_FRAMEWORK's DEFAULT_SCHEMA_CLASS) adds to every operation the
-error responses it can give, with the JSON error body of edm.api.errors, from
+error responses it can give, with the JSON error body of common.api.errors, from
 what the view is made of instead of a list kept by hand:
 
 | status | documented when |
@@ -14,7 +14,7 @@ what the view is made of instead of a list kept by hand:
 | 413, 415 | the operation reads a body (too large; a media type it does not take) |
 | 429 | the view throttles |
 
-Request bodies of StrictInputMixin serializers (edm.api.strict_input) get
+Request bodies of StrictInputMixin serializers (common.api.strict_input) get
 ``additionalProperties: false``, and a PUT body gets a component of its own
 (``…ReplaceRequest``) that requires every writable field.
 """
@@ -31,7 +31,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from edm.api.strict_input import StrictInputMixin
+from common.api.strict_input import StrictInputMixin
 
 # Query parameters an empty value is fine for (no ordering: the default one); every other is refused empty.
 MAY_BE_EMPTY = {"ordering"}
@@ -66,7 +66,7 @@ class AutoSchema(openapi.AutoSchema):
         for parameter in operation.get("parameters", []):
             schema = parameter.get("schema", {})
             if parameter["in"] == "query" and schema.get("type") == "string" and parameter["name"] not in MAY_BE_EMPTY:
-                schema.setdefault("minLength", 1)  # see edm.api.filters.refuse_empty
+                schema.setdefault("minLength", 1)  # see common.api.filters.refuse_empty
             if parameter["in"] == "query" and _free_text(schema) and parameter["name"] not in MAY_BE_EMPTY:
                 schema["pattern"] = NO_NUL
         responses = operation["responses"]

@@ -12,7 +12,7 @@ Every serializer that reads a request body mixes in StrictInputMixin:
 - PATCH changes only the fields it holds;
 - ``create_only_fields`` may be set on create and are read-only afterwards.
 
-The OpenAPI schema is generated from the same rules (edm.api.schema): request
+The OpenAPI schema is generated from the same rules (common.api.schema): request
 bodies say ``additionalProperties: false``, and PUT bodies list every field as
 required.
 """
@@ -32,7 +32,7 @@ class StrictInputMixin:
     """Mix into a Serializer (before it): unknown and read-only keys are refused, PUT needs every field."""
 
     create_only_fields: tuple[str, ...] = ()
-    # Set by the schema generator, which has no object to pass (see edm.api.schema.AutoSchema).
+    # Set by the schema generator, which has no object to pass (see common.api.schema.AutoSchema).
     schema_mode: Mode | None = None
 
     def input_mode(self) -> Mode:

@@ -1,4 +1,4 @@
-"""Model fields whose database column holds only a Fernet token (keys: edm.field_keys).
+"""Model fields whose database column holds only a Fernet token (keys: common.field_keys).
 
 Reading a row gives the plaintext; writing one encrypts it with the first key
 of EDM_FIELD_KEYS. Each encryption is randomised, so these fields cannot be
@@ -14,7 +14,7 @@ from typing import Any
 from django.core.validators import MaxLengthValidator
 from django.db import models
 
-from edm.field_keys import FieldKeyError, decrypt_text, encrypt_text
+from common.field_keys import FieldKeyError, decrypt_text, encrypt_text
 
 
 class Ciphertext(str):

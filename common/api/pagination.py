@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import exceptions, pagination
 from rest_framework.request import Request
 
-from edm.api.filters import EMPTY
+from common.api.filters import EMPTY
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from edm.api.schema_types import EMAIL, EMAIL_OR_BLANK
+from common.api.schema_types import EMAIL, EMAIL_OR_BLANK
 
 
 @extend_schema_field(EMAIL)
