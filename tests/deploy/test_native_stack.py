@@ -53,6 +53,8 @@ def operator_env(smtp_port: int) -> dict[str, str]:
         "EMAIL_PORT": str(smtp_port),
         # The stack decrypts the credentials of the services this process creates: the same keys.
         "EDM_FIELD_KEYS": ",".join(settings.EDM_FIELD_KEYS),
+        # No TLS-terminating proxy in front here: the plain-http trial README describes.
+        "SECURE_SSL_REDIRECT": "0",
     }
     for name in required_variables(COMPOSE_FILE.read_text()):
         env.setdefault(name, secrets.token_urlsafe(32))

@@ -61,8 +61,17 @@ def thresholds(expr: str, metric: str) -> list[float]:
     return found
 
 
-def test_promtool_checks_the_config_and_its_rules(promtool):
-    config = run(promtool, "check", "config", str(CONFIG_FILE))
+def test_promtool_checks_the_config_and_its_rules(promtool, tmp_path):
+    # The scrape token is a compose secret, a file only inside the container: promtool checks that
+    # it exists, so the config is checked as a copy (next to its rules) that names a file here.
+    token = tmp_path / "metrics_token"
+    token.write_text("token\n")
+    config_text = CONFIG_FILE.read_text()
+    assert "/run/secrets/metrics_token" in config_text
+    checked_config = tmp_path / CONFIG_FILE.name
+    checked_config.write_text(config_text.replace("/run/secrets/metrics_token", str(token)))
+    (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text())
+    config = run(promtool, "check", "config", str(checked_config))
     assert config.returncode == 0, config.stdout + config.stderr
     assert f"SUCCESS: {len(rules())} rules found" in config.stdout
     checked = run(promtool, "check", "rules", str(RULES_FILE))
@@ -142,11 +151,12 @@ def exported_families(client) -> set[str]:
     """Every sample name the web's /metrics and a scheduler's registry can expose (labelled ones included)."""
     from prometheus_client import generate_latest
 
-    from monitoring import metrics
+    from queues.metrics import SCHEDULER_REGISTRY
+    from tests.metrics_auth import METRICS_AUTH
 
-    response = client.get("/metrics")
+    response = client.get("/metrics", **METRICS_AUTH)
     assert response.status_code == 200
-    text = response.content.decode() + generate_latest(metrics.SCHEDULER_REGISTRY).decode()
+    text = response.content.decode() + generate_latest(SCHEDULER_REGISTRY).decode()
     names = set()
     for family in text_string_to_metric_families(text):
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
