@@ -103,6 +103,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Stored credentials the keys cannot decrypt: a clear 503 on any page.
+    "common.middleware.FieldKeyErrorMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 

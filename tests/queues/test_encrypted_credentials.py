@@ -12,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.urls import reverse
 
 from queues.models import EmailService, SubTask
 from queues.services import task_create
@@ -199,3 +200,24 @@ def test_a_service_the_keys_cannot_decrypt_fails_its_sends_with_the_reason(
     )
     assert smtp_sink.snapshot() == []
     assert EmailService.objects.filter(pk=service.pk).values_list("consecutive_failures", flat=True).get() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "page", ["admin:queues_emailservice_changelist", "admin:queues_emailservice_change", "admin:dashboard"]
+)
+def test_the_admin_and_dashboard_answer_a_clear_503_when_the_keys_cannot_decrypt(
+    client, user_factory, email_service_factory, settings, page
+):
+    settings.EDM_FIELD_KEYS = [OLD_KEY]
+    service = email_service_factory(password="pw-never-shown")
+    settings.EDM_FIELD_KEYS = [NEW_KEY]  # the old key dropped before rotate_field_keys ran
+    client.force_login(user_factory(username="root", is_staff=True, is_superuser=True))
+    url = reverse(page, args=[service.pk]) if page.endswith("_change") else reverse(page)
+
+    response = client.get(url)
+
+    assert response.status_code == 503
+    body = response.content.decode()
+    assert "cannot be decrypted with any key in EDM_FIELD_KEYS" in body
+    assert "pw-never-shown" not in body
