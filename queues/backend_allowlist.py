@@ -29,26 +29,35 @@ def backend_allowed(path: str) -> bool:
     return False
 
 
+def _problem(path: str) -> str | None:
+    """ "invalid", "not_allowed", or None when a service may use ``path``."""
+    if not DOTTED_PATH.match(path):
+        return "invalid"
+    return None if backend_allowed(path) else "not_allowed"
+
+
 def backend_refusal(path: str) -> str | None:
     """Why a service may not use ``path`` (one readable line), or None when it may."""
-    if not DOTTED_PATH.match(path):
+    problem = _problem(path)
+    if problem == "invalid":
         return f"the backend path {path!r} {DOTTED_PATH_MESSAGE}"
-    if not backend_allowed(path):
-        allowed = ", ".join(settings.EDM_ALLOWED_BACKENDS) or "none"
-        return f"the backend {path} is not allowed ({ALLOWED_SETTING}: {allowed})"
+    if problem == "not_allowed":
+        return f"the backend {path} is not allowed ({ALLOWED_SETTING}: {_allowed()})"
     return None
 
 
 def validate_backend_path(value: str) -> None:
     """Model validator of EmailService.backend_path (empty: an SMTP service names none)."""
-    if not value:
-        return
-    if not DOTTED_PATH.match(value):
+    problem = _problem(value) if value else None
+    if problem == "invalid":
         raise ValidationError(DOTTED_PATH_MESSAGE, code="invalid")
-    if not backend_allowed(value):
-        allowed = ", ".join(settings.EDM_ALLOWED_BACKENDS) or "none"
+    if problem == "not_allowed":
         raise ValidationError(
             "%(path)s is not an allowed e-mail backend (%(setting)s: %(allowed)s)",
             code="not_allowed",
-            params={"path": value, "setting": ALLOWED_SETTING, "allowed": allowed},
+            params={"path": value, "setting": ALLOWED_SETTING, "allowed": _allowed()},
         )
+
+
+def _allowed() -> str:
+    return ", ".join(settings.EDM_ALLOWED_BACKENDS) or "none"

@@ -375,6 +375,8 @@ class BackendTransport:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._backend = None
+        # Judged once per transport (pooled, reopened when the service is edited), not per send.
+        self._refusal = config.problem or backend_refusal(config.backend_path)
 
     def send(self, mail: RenderedMail, *, deadline: float | None = None, slot: SlotStart | None = None) -> Delivery:
         if deadline is None:
@@ -399,7 +401,7 @@ class BackendTransport:
 
     def call(self, backend, mail: RenderedMail) -> tuple[Delivery, object | None]:
         """One send through ``backend`` (opened first if None); returns the backend still usable, or None."""
-        if refusal := self.config.problem or backend_refusal(self.config.backend_path):
+        if refusal := self._refusal:
             # Checked before anything is imported: the path names code to run. The service is at
             # fault (it backs off and raises an alert); the mail may still go through another one.
             return Delivery(TRANSIENT, None, refusal, service_fault=True), None
